@@ -1,0 +1,30 @@
+"""Model registry keyed by GGUF `general.architecture`; modules import lazily."""
+from __future__ import annotations
+
+import importlib
+
+from kt.gguf.errors import GGUFError
+from kt.gguf.reader import GGUFFile
+
+ARCHITECTURES = {
+    "llama": "kt.models.llama:LlamaForCausalLM",
+    "gemma3": "kt.models.gemma3:Gemma3ForCausalLM",
+}
+
+
+def model_class(architecture: str):
+    if architecture not in ARCHITECTURES:
+        raise NotImplementedError(f"architecture {architecture!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+    module, name = ARCHITECTURES[architecture].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_model(gguf: GGUFFile):
+    """Build the model for a GGUF file and attach its weights (mmap views, nothing copied)."""
+    try:
+        cls = model_class(gguf.architecture)
+    except NotImplementedError as e:
+        raise GGUFError(gguf.path, str(e)) from None
+    model = cls(cls.config_class.from_gguf(gguf))
+    model.load_gguf(gguf)
+    return model.eval()

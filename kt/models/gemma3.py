@@ -1,0 +1,144 @@
+"""Gemma 3 (text) from GGUF `gemma3` weights: sandwich norms, q/k norms, GELU MLP,
+sliding-window layers with their own rope base, embeddings scaled by sqrt(dim)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kt.gguf.reader import GGUFFile
+from kt.models.loading import COMMON_NAMES, load_gguf_weights
+from kt.ops.attention import AttentionBatch, attend
+from kt.ops.linear import Embedding, Linear
+from kt.ops.norms import RMSNorm
+from kt.ops.rope import Rope
+
+
+@dataclass(frozen=True)
+class Gemma3Config:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    norm_eps: float
+    rope_base: float  # global layers
+    rope_base_local: float  # sliding-window layers
+    rope_scale: float  # linear scaling of global layers' positions
+    sliding_window: int
+    sliding_window_pattern: int  # every Nth layer is global, the others slide
+    context_length: int
+
+    @classmethod
+    def from_gguf(cls, f: GGUFFile) -> "Gemma3Config":
+        a = "gemma3"
+        dim, n_heads = int(f.require(f"{a}.embedding_length")), int(f.require(f"{a}.attention.head_count"))
+        factor = f.get(f"{a}.rope.scaling.factor")
+        return cls(
+            vocab_size=len(f.require("tokenizer.ggml.tokens")), dim=dim,
+            n_layers=int(f.require(f"{a}.block_count")), n_heads=n_heads,
+            n_kv_heads=int(f.get(f"{a}.attention.head_count_kv", n_heads)),
+            head_dim=int(f.get(f"{a}.attention.key_length", 256)),
+            ffn_dim=int(f.require(f"{a}.feed_forward_length")),
+            norm_eps=float(f.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
+            rope_base=float(f.get(f"{a}.rope.freq_base", 1_000_000.0)),
+            rope_base_local=float(f.get(f"{a}.rope.freq_base_swa", 10_000.0)),
+            rope_scale=1.0 / float(factor) if factor else 1.0,
+            sliding_window=int(f.get(f"{a}.attention.sliding_window", 512)),
+            sliding_window_pattern=int(f.get(f"{a}.attention.sliding_window_pattern", 6)),
+            context_length=int(f.get(f"{a}.context_length", 32768)),
+        )
+
+    def is_sliding(self, layer: int) -> bool:
+        return (layer + 1) % self.sliding_window_pattern != 0
+
+
+class Gemma3Attention(nn.Module):
+    def __init__(self, c: Gemma3Config, layer: int):
+        super().__init__()
+        self.layer, self.c = layer, c
+        self.q_proj = Linear(c.dim, c.n_heads * c.head_dim)
+        self.k_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.v_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.o_proj = Linear(c.n_heads * c.head_dim, c.dim)
+        self.q_norm, self.k_norm = RMSNorm(c.head_dim, c.norm_eps), RMSNorm(c.head_dim, c.norm_eps)
+        sliding = c.is_sliding(layer)
+        self.window = c.sliding_window if sliding else None
+        self.rope = Rope(c.head_dim, c.rope_base_local if sliding else c.rope_base, interleaved=False,
+                         scale=1.0 if sliding else c.rope_scale)
+
+    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        T, c = x.shape[0], self.c
+        q = self.q_norm(self.q_proj(x).view(T, c.n_heads, c.head_dim))
+        k = self.k_norm(self.k_proj(x).view(T, c.n_kv_heads, c.head_dim))
+        v = self.v_proj(x).view(T, c.n_kv_heads, c.head_dim)
+        cos, sin = self.rope.cos_sin(batch.positions)
+        q, k = self.rope.apply(q, cos, sin), self.rope.apply(k, cos, sin)
+        out = attend(self.layer, q, k, v, batch, scale=c.head_dim ** -0.5, window=self.window)
+        return self.o_proj(out.reshape(T, -1))
+
+
+class Gemma3MLP(nn.Module):
+    def __init__(self, c: Gemma3Config):
+        super().__init__()
+        self.gate_proj, self.up_proj = Linear(c.dim, c.ffn_dim), Linear(c.dim, c.ffn_dim)
+        self.down_proj = Linear(c.ffn_dim, c.dim)
+
+    def forward(self, x):
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class Gemma3Block(nn.Module):
+    def __init__(self, c: Gemma3Config, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.self_attn = Gemma3Attention(c, layer)
+        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.pre_feedforward_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.mlp = Gemma3MLP(c)
+        self.post_feedforward_layernorm = RMSNorm(c.dim, c.norm_eps)
+
+    def forward(self, x, batch):
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), batch))
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
+class Gemma3Model(nn.Module):
+    def __init__(self, c: Gemma3Config):
+        super().__init__()
+        self.embed_tokens = Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(Gemma3Block(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+
+
+class Gemma3ForCausalLM(nn.Module):
+    config_class = Gemma3Config
+    gguf_names = [
+        (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
+        (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
+        (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.post_attention_norm.weight",)),
+        (r"model\.layers\.(\d+)\.pre_feedforward_layernorm\.weight", (r"blk.\1.ffn_norm.weight",)),
+        (r"model\.layers\.(\d+)\.post_feedforward_layernorm\.weight", (r"blk.\1.post_ffw_norm.weight",)),
+    ] + COMMON_NAMES
+
+    def __init__(self, config: Gemma3Config):
+        super().__init__()
+        self.config = config
+        self.model = Gemma3Model(config)
+        self.lm_head = Linear(config.dim, config.vocab_size)
+
+    def load_gguf(self, gguf: GGUFFile) -> None:
+        load_gguf_weights(self, gguf, self.gguf_names)
+
+    def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        x = self.model.embed_tokens(ids) * torch.tensor(self.config.dim ** 0.5)  # [T, dim]
+        for layer in self.model.layers:
+            x = layer(x, batch)
+        return self.model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)

@@ -1,0 +1,122 @@
+"""Llama (SmolLM2, Llama 2/3, Mistral-style dense GQA) from GGUF `llama` weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kt.gguf.reader import GGUFFile
+from kt.models.loading import COMMON_NAMES, load_gguf_weights
+from kt.ops.attention import AttentionBatch, attend
+from kt.ops.linear import Embedding, Linear
+from kt.ops.norms import RMSNorm
+from kt.ops.rope import Rope
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    norm_eps: float
+    rope_base: float
+    rope_dim: int
+    context_length: int
+
+    @classmethod
+    def from_gguf(cls, f: GGUFFile) -> "LlamaConfig":
+        a = f.architecture
+        dim, n_heads = int(f.require(f"{a}.embedding_length")), int(f.require(f"{a}.attention.head_count"))
+        head_dim = int(f.get(f"{a}.attention.key_length", dim // n_heads))
+        return cls(
+            vocab_size=int(f.get(f"{a}.vocab_size", len(f.require("tokenizer.ggml.tokens")))),
+            dim=dim, n_layers=int(f.require(f"{a}.block_count")), n_heads=n_heads,
+            n_kv_heads=int(f.get(f"{a}.attention.head_count_kv", n_heads)), head_dim=head_dim,
+            ffn_dim=int(f.require(f"{a}.feed_forward_length")),
+            norm_eps=float(f.require(f"{a}.attention.layer_norm_rms_epsilon")),
+            rope_base=float(f.get(f"{a}.rope.freq_base", 10000.0)),
+            rope_dim=int(f.get(f"{a}.rope.dimension_count", head_dim)),
+            context_length=int(f.get(f"{a}.context_length", 4096)),
+        )
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, c: LlamaConfig, layer: int):
+        super().__init__()
+        self.layer, self.c = layer, c
+        self.q_proj = Linear(c.dim, c.n_heads * c.head_dim)
+        self.k_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.v_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.o_proj = Linear(c.n_heads * c.head_dim, c.dim)
+        self.rope = Rope(c.rope_dim, c.rope_base, interleaved=True)  # llama.cpp permuted q/k for NORM rope
+
+    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        T, c = x.shape[0], self.c
+        q = self.q_proj(x).view(T, c.n_heads, c.head_dim)
+        k = self.k_proj(x).view(T, c.n_kv_heads, c.head_dim)
+        v = self.v_proj(x).view(T, c.n_kv_heads, c.head_dim)
+        cos, sin = self.rope.cos_sin(batch.positions)
+        q, k = self.rope.apply(q, cos, sin), self.rope.apply(k, cos, sin)
+        out = attend(self.layer, q, k, v, batch, scale=c.head_dim ** -0.5)  # [T, H, D]
+        return self.o_proj(out.reshape(T, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.gate_proj, self.up_proj = Linear(c.dim, c.ffn_dim), Linear(c.dim, c.ffn_dim)
+        self.down_proj = Linear(c.ffn_dim, c.dim)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, c: LlamaConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.self_attn = LlamaAttention(c, layer)
+        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.mlp = LlamaMLP(c)
+
+    def forward(self, x, batch):
+        x = x + self.self_attn(self.input_layernorm(x), batch)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.embed_tokens = Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(LlamaBlock(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    config_class = LlamaConfig
+    gguf_names = [(r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.ffn_norm.weight",))] + COMMON_NAMES
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = Linear(config.dim, config.vocab_size)
+
+    def load_gguf(self, gguf: GGUFFile) -> None:
+        load_gguf_weights(self, gguf, self.gguf_names)
+
+    def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        """ids [T] -> final hidden states [T, dim] (normed); `logits` turns chosen rows into scores."""
+        x = self.model.embed_tokens(ids)
+        for layer in self.model.layers:
+            x = layer(x, batch)
+        return self.model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)

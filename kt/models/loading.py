@@ -1,0 +1,47 @@
+"""Attach GGUF tensors to a model's modules by name: HF-style module paths -> llama.cpp tensor names."""
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from kt.gguf.errors import GGUFError
+from kt.gguf.reader import GGUFFile
+from kt.ops.linear import GGUFWeight
+
+# Shared by every architecture; models add their own rows in front.
+COMMON_NAMES: list[tuple[str, tuple[str, ...]]] = [
+    (r"model\.embed_tokens", ("token_embd.weight",)),
+    (r"model\.norm\.weight", ("output_norm.weight",)),
+    (r"lm_head", ("output.weight", "token_embd.weight")),  # tied embeddings when output.weight is absent
+    (r"model\.layers\.(\d+)\.self_attn\.q_proj", (r"blk.\1.attn_q.weight",)),
+    (r"model\.layers\.(\d+)\.self_attn\.k_proj", (r"blk.\1.attn_k.weight",)),
+    (r"model\.layers\.(\d+)\.self_attn\.v_proj", (r"blk.\1.attn_v.weight",)),
+    (r"model\.layers\.(\d+)\.self_attn\.o_proj", (r"blk.\1.attn_output.weight",)),
+    (r"model\.layers\.(\d+)\.mlp\.gate_proj", (r"blk.\1.ffn_gate.weight",)),
+    (r"model\.layers\.(\d+)\.mlp\.up_proj", (r"blk.\1.ffn_up.weight",)),
+    (r"model\.layers\.(\d+)\.mlp\.down_proj", (r"blk.\1.ffn_down.weight",)),
+    (r"model\.layers\.(\d+)\.input_layernorm\.weight", (r"blk.\1.attn_norm.weight",)),
+]
+
+
+def gguf_tensor_names(module_path: str, table: list[tuple[str, tuple[str, ...]]]) -> tuple[str, ...]:
+    for pattern, templates in table:
+        m = re.fullmatch(pattern, module_path)
+        if m:
+            return tuple(m.expand(t) for t in templates)
+    raise KeyError(f"no GGUF tensor name known for module {module_path!r}")
+
+
+def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, tuple[str, ...]]]) -> None:
+    for path, module in model.named_modules():
+        if not hasattr(module, "load") or not callable(module.load):
+            continue
+        candidates = gguf_tensor_names(path, table)
+        name = next((n for n in candidates if n in gguf.tensors), None)
+        if name is None:
+            raise GGUFError(gguf.path, f"required tensor {candidates[0]!r} is missing")
+        try:
+            module.load(GGUFWeight(gguf.tensors[name]))
+        except ValueError as e:
+            raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None

@@ -1,0 +1,81 @@
+"""Attention over a KV cache, driven by the batch metadata the caller passes in.
+
+Models call `attend(layer, q, k, v, batch, ...)`; `batch.kv` decides where keys
+and values live. Here a contiguous cache for one sequence; the paged cache of
+the runtime plugs in as another `KVStore` with the same `store` method.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+class KVStore(Protocol):
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Save this step's k/v [T, kv_heads, head_dim]; return all keys, values, and their positions."""
+        ...
+
+
+@dataclass
+class AttentionBatch:
+    positions: torch.Tensor  # [T] position of each token in its sequence
+    kv: KVStore
+
+
+class SequenceKVCache:
+    """Contiguous per-layer K/V for one sequence, grown in chunks as tokens arrive."""
+
+    def __init__(self, n_layers: int, grow_by: int = 256):
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.length = [0] * n_layers
+        self.grow_by = grow_by
+
+    def store(self, layer, k, v, positions):
+        start, end = int(positions[0]), int(positions[-1]) + 1
+        if start != self.length[layer] or end - start != len(positions):
+            raise ValueError("SequenceKVCache takes consecutive positions continuing the sequence")
+        if self.k[layer] is None or self.k[layer].shape[0] < end:
+            self._grow(layer, k, end)
+        self.k[layer][start:end], self.v[layer][start:end] = k, v
+        self.length[layer] = end
+        return self.k[layer][:end], self.v[layer][:end], torch.arange(end)
+
+    def _grow(self, layer: int, like: torch.Tensor, needed: int) -> None:
+        size = (needed + self.grow_by - 1) // self.grow_by * self.grow_by
+        new_k = like.new_empty((size, *like.shape[1:]))
+        new_v = like.new_empty((size, *like.shape[1:]))
+        if self.k[layer] is not None:
+            n = self.length[layer]
+            new_k[:n], new_v[:n] = self.k[layer][:n], self.v[layer][:n]
+        self.k[layer], self.v[layer] = new_k, new_v
+
+    def truncate(self, length: int) -> None:
+        self.length = [min(n, length) for n in self.length]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, kv_pos: torch.Tensor,
+              *, scale: float, window: int | None = None) -> torch.Tensor:
+    """Causal (optionally sliding-window) GQA attention, torch reference.
+
+    q [T, H, D], k/v [S, Hkv, D] -> [T, H, D]. A query at position p sees keys at
+    positions p' <= p, and with a window only those with p - p' < window (llama.cpp's rule).
+    """
+    allowed = kv_pos[None, :] <= q_pos[:, None]  # [T, S]
+    if window is not None:
+        allowed &= (q_pos[:, None] - kv_pos[None, :]) < window
+    groups = q.shape[1] // k.shape[1]
+    qh = q.transpose(0, 1)  # [H, T, D]
+    kh = k.transpose(0, 1).repeat_interleave(groups, dim=0)  # [H, S, D]
+    vh = v.transpose(0, 1).repeat_interleave(groups, dim=0)
+    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale)
+    return out.transpose(0, 1)
+
+
+def attend(layer: int, q, k, v, batch: AttentionBatch, *, scale: float, window: int | None = None) -> torch.Tensor:
+    keys, values, kv_pos = batch.kv.store(layer, k, v, batch.positions)
+    return attention(q, keys, values, batch.positions, kv_pos, scale=scale, window=window)

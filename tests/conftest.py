@@ -44,3 +44,17 @@ def smollm2_golden() -> dict:
 @pytest.fixture(scope="session")
 def gemma3_golden() -> dict:
     return load_golden("gemma3-270m-q4_k_m.json")
+
+
+@pytest.fixture(scope="session")
+def smollm2_llm(smollm2_path):
+    import kt
+
+    return kt.LLM(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def gemma3_llm(gemma3_path):
+    import kt
+
+    return kt.LLM(gemma3_path)

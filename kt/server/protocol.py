@@ -41,6 +41,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="only n=1 is supported")
+    ignore_eos: bool = False  # vLLM's extension, for benchmarks
 
     @field_validator("stop")
     @classmethod

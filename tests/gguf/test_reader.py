@@ -121,6 +121,12 @@ def test_serve_reports_broken_file_without_traceback(model_copy):
     assert "Traceback" not in run.stderr
 
 
+def test_metadata_equals_gguf_readers(smollm2_path):
+    reader = GGUFReader(smollm2_path)
+    expected = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert GGUFFile(smollm2_path).metadata == expected
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(GGUFError, match="no such file"):
         GGUFFile(tmp_path / "absent.gguf")

@@ -98,7 +98,7 @@ def _sampling(req: ChatCompletionRequest, served: ServedModel, prompt_len: int) 
                        param="max_tokens")
     max_tokens = min(wanted or served.max_new_tokens, served.max_new_tokens, served.context_length - prompt_len)
     return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                          seed=req.seed, stop=tuple(req.stop), ignore_eos=req.ignore_eos)
+                          seed=req.seed, stop=tuple(req.stop or ()), ignore_eos=req.ignore_eos)
 
 
 def _usage(prompt: int, completion: int) -> dict:

@@ -10,13 +10,16 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -d .venv ] || "$PYTHON" -m venv .venv
 PIP=".venv/bin/python -m pip"
+CPU_INDEX=https://download.pytorch.org/whl/cpu
 $PIP install --quiet --upgrade pip
 
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $PIP install --quiet torch
-  else  # the CPU build: a tenth of the size of the CUDA one
-    $PIP install --quiet --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+  elif .venv/bin/python -c "import urllib.request as u; u.urlopen('$CPU_INDEX/torch/', timeout=5)" 2>/dev/null; then
+    $PIP install --quiet --extra-index-url "$CPU_INDEX" "torch==2.13.0"  # the CPU build: a tenth of the CUDA one's size
+  else  # no PyTorch index reachable: the package registry's torch (a local CPU wheel on CI machines)
+    $PIP install --quiet "torch==2.13.0"
   fi
 fi
 

@@ -119,3 +119,13 @@ def test_event_loop_stays_free_during_generation(client, server):
     worker.join()
     assert still_generating, "the generation finished too fast to show anything"
     assert elapsed < 0.5, f"/health took {elapsed:.2f}s while generating"
+
+
+def test_raw_sse_ends_with_done(server):
+    body = {"messages": MESSAGES, "max_tokens": 5, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    assert '"finish_reason": "length"' in events[-2]

@@ -1,0 +1,49 @@
+// The contract between the ISA files and the matmul driver.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include "ggml_blocks.h"
+
+namespace kt {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+enum class ActFormat : int { f32, a32, aK };
+
+// dot(w_row, a_row) over `nblocks` weight blocks; a_row is in the activation
+// format the weight type names in its traits (for float formats nblocks = cols).
+using DotFn = float (*)(int nblocks, const void* w, const void* a);
+
+struct QuantTraits {
+    int block_size = 0;    // values per weight block (1 for float formats)
+    int type_size = 0;     // bytes per weight block
+    ActFormat act = ActFormat::f32;
+};
+
+// One DotFn per ggml type, nullptr where the ISA has no kernel for it.
+struct DotTable { DotFn dot[GGML_TYPE_COUNT] = {}; };
+
+const QuantTraits& quant_traits(int ggml_type);  // block_size == 0: unsupported
+
+const DotTable& dots_scalar();
+const DotTable& dots_avx2();
+const DotTable& dots_avx512();
+
+// Activation quantization (scalar; once per call, O(T * cols)).
+void quantize_row_a32(const float* x, block_a32* y, int n);
+void quantize_row_aK(const float* x, block_aK* y, int n);
+size_t act_row_bytes(ActFormat f, int cols);
+
+struct CpuFeatures {
+    bool avx2 = false, fma = false, f16c = false;
+    bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false, avx512bf16 = false;
+    bool amx_tile = false, amx_int8 = false, amx_bf16 = false, amx_permitted = false;
+    bool os_avx = false, os_avx512 = false;
+};
+const CpuFeatures& cpu_features();
+bool isa_supported(Isa isa);
+Isa best_isa();
+const char* isa_name(Isa isa);
+bool parse_isa(const std::string& name, Isa* out);
+
+}  // namespace kt

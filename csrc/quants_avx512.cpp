@@ -1,0 +1,174 @@
+// AVX-512 (F, BW, VL, VNNI) dots. Compiled with the AVX-512 flags; called only
+// after cpu_features() says so. 32-blocks: VPDPBUSD (u8 x s8 -> int32), 256-bit,
+// one block per register. K-quants: 512-bit, two 32-value sub-blocks (Q4_K, Q5_K)
+// or four 16-value ones (Q6_K) per register; VPMADDUBSW then VPDPWSSD with the
+// sub-block scales, which folds the scale multiply into the accumulate (the int16
+// pair sums cannot saturate: codes <= 63, |a| <= 127).
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace kt {
+namespace {
+
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+inline __m256i dot_u8s8(__m256i u, __m256i a) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a); }
+inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)), m = _mm_set1_epi8(0xF);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(t, 4), m), _mm_and_si128(t, m));
+}
+inline __m256i high_bits(const uint8_t* qh) {
+    uint32_t h; std::memcpy(&h, qh, 4);
+    return _mm256_maskz_mov_epi8(__mmask32(h), _mm256_set1_epi8(0x10));
+}
+
+template <int Offset, bool HasMin, bool Five, typename B>
+float dot_32block(int nb, const void* vw, const void* va) {
+    const B* w = static_cast<const B*>(vw);
+    const block_a32* a = static_cast<const block_a32*>(va);
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0.f;
+    for (int i = 0; i < nb; ++i) {
+        __m256i u = unpack_nibbles(w[i].qs);
+        if constexpr (Five) u = _mm256_or_si256(u, high_bits(w[i].qh));
+        const float d = f16(w[i].d);
+        float m = 0.f;
+        if constexpr (HasMin) m = f16(w[i].m);
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(u, load(a[i].qs)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a[i].d), p, acc);
+        corr += (m - float(Offset) * d) * a[i].s;
+    }
+    return hsum(acc) + corr;
+}
+
+float dot_q8_0(int nb, const void* vw, const void* va) {
+    const block_q8_0* w = static_cast<const block_q8_0*>(vw);
+    const block_a32* a = static_cast<const block_a32*>(va);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < nb; ++i) {
+        const __m256i q = load(w[i].qs), x = load(a[i].qs);
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[i].d) * a[i].d), p, acc);
+    }
+    return hsum(acc);
+}
+
+template <bool Five, typename B>
+float dot_qk45(int nb, const void* vw, const void* va) {
+    const B* w = static_cast<const B*>(vw);
+    const block_aK* a = static_cast<const block_aK*>(va);
+    const __m256i m4 = _mm256_set1_epi8(0xF), sixteen = _mm256_set1_epi8(0x10);
+    __m512 acc = _mm512_setzero_ps();
+    float corr = 0.f;
+    for (int i = 0; i < nb; ++i) {
+        int sc[8], mn[8], summ = 0;
+        for (int j = 0; j < 8; ++j) {
+            scale_min_k4(j, w[i].scales, &sc[j], &mn[j]);
+            summ += mn[j] * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+        }
+        __m256i hb = _mm256_setzero_si256();
+        if constexpr (Five) hb = load(w[i].qh);
+        __m512i sumi = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) {  // 64 values: sub-blocks 2j (low nibbles) and 2j+1 (high)
+            const __m256i q = load(w[i].qs + 32 * j);
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if constexpr (Five) {
+                const __mmask32 blo = _mm256_test_epi8_mask(hb, _mm256_set1_epi8(char(1 << (2 * j))));
+                const __mmask32 bhi = _mm256_test_epi8_mask(hb, _mm256_set1_epi8(char(2 << (2 * j))));
+                lo = _mm256_or_si256(lo, _mm256_maskz_mov_epi8(blo, sixteen));
+                hi = _mm256_or_si256(hi, _mm256_maskz_mov_epi8(bhi, sixteen));
+            }
+            const __m512i p = _mm512_maddubs_epi16(join(lo, hi), load512(a[i].qs + 64 * j));
+            const __m512i scv = join(_mm256_set1_epi16(int16_t(sc[2 * j])), _mm256_set1_epi16(int16_t(sc[2 * j + 1])));
+            sumi = _mm512_dpwssd_epi32(sumi, p, scv);
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16(w[i].d) * a[i].d), _mm512_cvtepi32_ps(sumi), acc);
+        corr -= f16(w[i].dmin) * a[i].d * float(summ);
+    }
+    return _mm512_reduce_add_ps(acc) + corr;
+}
+
+float dot_q6_K(int nb, const void* vw, const void* va) {
+    const block_q6_K* w = static_cast<const block_q6_K*>(vw);
+    const block_aK* a = static_cast<const block_aK*>(va);
+    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
+    // Four 16-value sub-blocks per register, so each scale covers 8 int16 pair sums.
+    const __m256i spread0 = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i spread1 = _mm256_add_epi8(spread0, _mm256_set1_epi8(4));
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < nb; ++i) {
+        // The -32 of every code, folded as 32 * sum(sc * bsum).
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i].scales)));
+        const __m256i off = _mm256_madd_epi16(scales16, load(a[i].bsums));
+        __m512i sumi = _mm512_castsi256_si512(_mm256_mullo_epi32(off, _mm256_set1_epi32(-32)));
+        sumi = _mm512_inserti64x4(sumi, _mm256_setzero_si256(), 1);
+        for (int n = 0; n < 2; ++n) {
+            const __m512i ql = load512(w[i].ql + 64 * n);
+            const __m256i qh = load(w[i].qh + 32 * n);
+            const __m512i ha = join(qh, _mm256_srli_epi16(qh, 2)), hb = join(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
+            const __m512i ua = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(ha, m2), 4));
+            const __m512i ub = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_slli_epi16(_mm512_and_si512(hb, m2), 4));
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[i].scales + 8 * n)));
+            const __m512i sca = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, spread0));
+            const __m512i scb = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, spread1));
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ua, load512(a[i].qs + 128 * n)), sca);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ub, load512(a[i].qs + 128 * n + 64)), scb);
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16(w[i].d) * a[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+inline __m512 load16_f32(const void* w, int j) { return _mm512_loadu_ps(static_cast<const float*>(w) + j); }
+inline __m512 load16_f16(const void* w, int j) { return _mm512_cvtph_ps(load(static_cast<const uint16_t*>(w) + j)); }
+inline __m512 load16_bf16(const void* w, int j) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load(static_cast<const uint16_t*>(w) + j)), 16));
+}
+inline float load1_f32(const void* w, int j) { return static_cast<const float*>(w)[j]; }
+inline float load1_f16(const void* w, int j) { return f16(static_cast<const uint16_t*>(w)[j]); }
+inline float load1_bf16(const void* w, int j) { return bf16_to_f32(static_cast<const uint16_t*>(w)[j]); }
+
+template <__m512 (*Load16)(const void*, int), float (*Load1)(const void*, int)>
+float dot_float(int n, const void* w, const void* va) {
+    const float* x = static_cast<const float*>(va);
+    __m512 acc = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) acc = _mm512_fmadd_ps(Load16(w, j), _mm512_loadu_ps(x + j), acc);
+    float s = _mm512_reduce_add_ps(acc);
+    for (; j < n; ++j) s += Load1(w, j) * x[j];
+    return s;
+}
+
+}  // namespace
+
+const DotTable& dots_avx512() {
+    static constexpr DotTable t = [] {
+        DotTable t;
+        t.dot[GGML_F32] = dot_float<load16_f32, load1_f32>;
+        t.dot[GGML_F16] = dot_float<load16_f16, load1_f16>;
+        t.dot[GGML_BF16] = dot_float<load16_bf16, load1_bf16>;
+        t.dot[GGML_Q4_0] = dot_32block<8, false, false, block_q4_0>;
+        t.dot[GGML_Q4_1] = dot_32block<0, true, false, block_q4_1>;
+        t.dot[GGML_Q5_0] = dot_32block<16, false, true, block_q5_0>;
+        t.dot[GGML_Q5_1] = dot_32block<0, true, true, block_q5_1>;
+        t.dot[GGML_Q8_0] = dot_q8_0;
+        t.dot[GGML_Q4_K] = dot_qk45<false, block_q4_K>;
+        t.dot[GGML_Q5_K] = dot_qk45<true, block_q5_K>;
+        t.dot[GGML_Q6_K] = dot_q6_K;
+        return t;
+    }();
+    return t;
+}
+
+}  // namespace kt

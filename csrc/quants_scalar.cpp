@@ -46,12 +46,17 @@ static float quantize_block(const float* x, int8_t* q, int n) {
     return d;
 }
 
+// llama.cpp stores Q8_1's d and s as f16; rounding ours the same way keeps kt's
+// logits closest to llama.cpp's (the reference users compare against).
+static float round_f16(float v) { return float(_Float16(v)); }
+
 void quantize_row_a32(const float* x, block_a32* y, int n) {
     for (int i = 0; i < n / QK; ++i, x += QK) {
-        y[i].d = quantize_block(x, y[i].qs, QK);
+        const float d = quantize_block(x, y[i].qs, QK);
         int sum = 0;
         for (int j = 0; j < QK; ++j) sum += y[i].qs[j];
-        y[i].s = y[i].d * float(sum);
+        y[i].d = round_f16(d);
+        y[i].s = round_f16(d * float(sum));
     }
 }
 

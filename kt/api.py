@@ -12,9 +12,12 @@ from kt.store import resolve
 
 
 class LLM:
-    def __init__(self, model: str | Path | None = None, *, threads: int | None = None, chunk_size: int = 512):
+    def __init__(self, model: str | Path | None = None, *, threads: int | None = None, chunk_size: int = 512,
+                 reference: bool = False):
+        """`reference=True` computes with float32 dequantized weights instead of the native kernels."""
         self.name, self.path = resolve(None if model is None else str(model))
-        self.engine = Engine.from_path(self.path, EngineConfig(chunk_size=chunk_size, threads=threads))
+        config = EngineConfig(chunk_size=chunk_size, threads=threads, reference=reference)
+        self.engine = Engine.from_path(self.path, config)
         self.tokenizer = self.engine.tokenizer
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:

@@ -19,12 +19,13 @@ def model_class(architecture: str):
     return getattr(importlib.import_module(module), name)
 
 
-def load_model(gguf: GGUFFile):
-    """Build the model for a GGUF file and attach its weights (mmap views, nothing copied)."""
+def load_model(gguf: GGUFFile, reference: bool = False):
+    """Build the model for a GGUF file and attach its weights (mmap views, nothing copied).
+    `reference` computes with dequantized float32 weights instead of the native kernels."""
     try:
         cls = model_class(gguf.architecture)
     except NotImplementedError as e:
         raise GGUFError(gguf.path, str(e)) from None
     model = cls(cls.config_class.from_gguf(gguf))
-    model.load_gguf(gguf)
+    model.load_gguf(gguf, reference)
     return model.eval()

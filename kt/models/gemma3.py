@@ -131,8 +131,8 @@ class Gemma3ForCausalLM(nn.Module):
         self.model = Gemma3Model(config)
         self.lm_head = Linear(config.dim, config.vocab_size)
 
-    def load_gguf(self, gguf: GGUFFile) -> None:
-        load_gguf_weights(self, gguf, self.gguf_names)
+    def load_gguf(self, gguf: GGUFFile, reference: bool = False) -> None:
+        load_gguf_weights(self, gguf, self.gguf_names, reference)
 
     def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         x = self.model.embed_tokens(ids) * torch.tensor(self.config.dim ** 0.5)  # [T, dim]

@@ -108,8 +108,8 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(config)
         self.lm_head = Linear(config.dim, config.vocab_size)
 
-    def load_gguf(self, gguf: GGUFFile) -> None:
-        load_gguf_weights(self, gguf, self.gguf_names)
+    def load_gguf(self, gguf: GGUFFile, reference: bool = False) -> None:
+        load_gguf_weights(self, gguf, self.gguf_names, reference)
 
     def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         """ids [T] -> final hidden states [T, dim] (normed); `logits` turns chosen rows into scores."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from kt.gguf.errors import GGUFError
 from kt.gguf.reader import GGUFFile
-from kt.ops.linear import GGUFWeight
+from kt.ops.linear import gguf_weight
 
 # Shared by every architecture; models add their own rows in front.
 COMMON_NAMES: list[tuple[str, tuple[str, ...]]] = [
@@ -33,7 +33,8 @@ def gguf_tensor_names(module_path: str, table: list[tuple[str, tuple[str, ...]]]
     raise KeyError(f"no GGUF tensor name known for module {module_path!r}")
 
 
-def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, tuple[str, ...]]]) -> None:
+def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, tuple[str, ...]]],
+                      reference: bool = False) -> None:
     for path, module in model.named_modules():
         if not hasattr(module, "load") or not callable(module.load):
             continue
@@ -42,6 +43,6 @@ def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, t
         if name is None:
             raise GGUFError(gguf.path, f"required tensor {candidates[0]!r} is missing")
         try:
-            module.load(GGUFWeight(gguf.tensors[name]))
+            module.load(gguf_weight(gguf.tensors[name], reference))
         except ValueError as e:
             raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None

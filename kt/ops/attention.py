@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 
 class KVStore(Protocol):
@@ -27,13 +26,14 @@ class AttentionBatch:
 
 
 class SequenceKVCache:
-    """Contiguous per-layer K/V for one sequence, grown in chunks as tokens arrive."""
+    """Contiguous per-layer K/V for one sequence, grown in chunks as tokens arrive.
+    Stored in float16 by default, as llama.cpp does: half the memory, and the same rounding."""
 
-    def __init__(self, n_layers: int, grow_by: int = 256):
+    def __init__(self, n_layers: int, grow_by: int = 256, dtype: torch.dtype = torch.float16):
         self.k: list[torch.Tensor | None] = [None] * n_layers
         self.v: list[torch.Tensor | None] = [None] * n_layers
         self.length = [0] * n_layers
-        self.grow_by = grow_by
+        self.grow_by, self.dtype = grow_by, dtype
 
     def store(self, layer, k, v, positions):
         start, end = int(positions[0]), int(positions[-1]) + 1
@@ -47,8 +47,8 @@ class SequenceKVCache:
 
     def _grow(self, layer: int, like: torch.Tensor, needed: int) -> None:
         size = (needed + self.grow_by - 1) // self.grow_by * self.grow_by
-        new_k = like.new_empty((size, *like.shape[1:]))
-        new_v = like.new_empty((size, *like.shape[1:]))
+        new_k = like.new_empty((size, *like.shape[1:]), dtype=self.dtype)
+        new_v = like.new_empty((size, *like.shape[1:]), dtype=self.dtype)
         if self.k[layer] is not None:
             n = self.length[layer]
             new_k[:n], new_v[:n] = self.k[layer][:n], self.v[layer][:n]
@@ -62,18 +62,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
               *, scale: float, window: int | None = None) -> torch.Tensor:
     """Causal (optionally sliding-window) GQA attention, torch reference.
 
-    q [T, H, D], k/v [S, Hkv, D] -> [T, H, D]. A query at position p sees keys at
-    positions p' <= p, and with a window only those with p - p' < window (llama.cpp's rule).
+    q [T, H, D] float32, k/v [S, Hkv, D] in the cache's dtype -> [T, H, D] float32. A query
+    at position p sees keys at positions p' <= p, and with a window only those with
+    p - p' < window (llama.cpp's rule). Like llama.cpp, q and the attention weights are
+    rounded to the cache's dtype for the two products, which are accumulated in float32.
     """
     allowed = kv_pos[None, :] <= q_pos[:, None]  # [T, S]
     if window is not None:
         allowed &= (q_pos[:, None] - kv_pos[None, :]) < window
-    groups = q.shape[1] // k.shape[1]
-    qh = q.transpose(0, 1)  # [H, T, D]
-    kh = k.transpose(0, 1).repeat_interleave(groups, dim=0)  # [H, S, D]
-    vh = v.transpose(0, 1).repeat_interleave(groups, dim=0)
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale)
-    return out.transpose(0, 1)
+    groups, cache_dtype = q.shape[1] // k.shape[1], k.dtype
+    qh = q.to(cache_dtype).float().transpose(0, 1)  # [H, T, D]
+    kh = k.float().transpose(0, 1).repeat_interleave(groups, dim=0)  # [H, S, D]
+    vh = v.float().transpose(0, 1).repeat_interleave(groups, dim=0)
+    scores = (qh @ kh.transpose(1, 2)) * scale  # [H, T, S]
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    return (weights.to(cache_dtype).float() @ vh).transpose(0, 1)  # [T, H, D]
 
 
 def attend(layer: int, q, k, v, batch: AttentionBatch, *, scale: float, window: int | None = None) -> torch.Tensor:

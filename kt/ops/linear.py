@@ -15,6 +15,7 @@ from torch import nn
 
 from kt.gguf.dequant import dequantize
 from kt.gguf.reader import GGUFTensor
+from kt.ops import kernels
 
 
 class Weight(Protocol):
@@ -46,6 +47,22 @@ class GGUFWeight:
             return self._dense[ids]
         picked = self.tensor.data[ids.numpy()]  # only the looked-up rows are read and dequantized
         return torch.from_numpy(dequantize(picked, self.tensor.ggml_type, (len(ids), self.shape[1])))
+
+
+class NativeWeight(GGUFWeight):
+    """GGUF blocks multiplied in place by the C++ kernels (csrc/): no dense copy, ever."""
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.shape
+        y = kernels.matmul(self.tensor.data, self.tensor.ggml_type, rows, cols, x.reshape(-1, cols))
+        return y.view(*x.shape[:-1], rows)
+
+
+def gguf_weight(tensor: GGUFTensor, reference: bool = False) -> GGUFWeight:
+    """The fastest weight type for a 2-D GGUF tensor; `reference` forces dequantize-then-matmul."""
+    if not reference and len(tensor.shape) == 2 and kernels.supports(tensor.ggml_type):
+        return NativeWeight(tensor)
+    return GGUFWeight(tensor)
 
 
 class Linear(nn.Module):

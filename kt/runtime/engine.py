@@ -14,6 +14,7 @@ import torch
 from kt.gguf.reader import GGUFFile
 from kt.gguf.tokenizer import Tokenizer
 from kt.models import load_model
+from kt.ops import kernels
 from kt.ops.attention import AttentionBatch, SequenceKVCache
 from kt.runtime.request import FinishReason, SamplingParams, TokenEvent
 from kt.runtime.sampler import Sampler
@@ -23,7 +24,8 @@ from kt.runtime.stop import StopTextStream
 @dataclass(frozen=True)
 class EngineConfig:
     chunk_size: int = 512  # most prompt tokens in one forward; bounds activation memory
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    threads: int | None = None  # CPU threads for kernels and torch; None: physical cores / torch's default
+    reference: bool = False  # dequantize-then-matmul in float32 instead of the native kernels (tests)
 
     def __post_init__(self):
         if self.chunk_size < 1:
@@ -35,11 +37,13 @@ class Engine:
         self.model, self.tokenizer, self.config = model, tokenizer, config
         if config.threads:
             torch.set_num_threads(config.threads)
+            if kernels.available():
+                kernels.set_threads(config.threads)
 
     @classmethod
     def from_path(cls, path: str | Path, config: EngineConfig = EngineConfig()) -> "Engine":
         gguf = GGUFFile(path)
-        return cls(load_model(gguf), Tokenizer.from_metadata(gguf.metadata), config)
+        return cls(load_model(gguf, config.reference), Tokenizer.from_metadata(gguf.metadata), config)
 
     @property
     def context_length(self) -> int:

@@ -7,16 +7,21 @@ llama.cpp against itself with flash attention on scores 100% / 96-97% / 0.003-0.
 import numpy as np
 import pytest
 
+import kt
+
 from golden_metrics import compare
 
 
+@pytest.mark.parametrize("weights", ["native", "reference"])
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])
-def test_teacher_forced_logits_match_llama_cpp(name, request):
-    llm = request.getfixturevalue(f"{name}_llm")
+def test_teacher_forced_logits_match_llama_cpp(name, weights, request):
+    """native: the C++ kernels (8-bit activations); reference: float32 dequantized weights."""
+    path = request.getfixturevalue(f"{name}_path")
+    llm = request.getfixturevalue(f"{name}_llm") if weights == "native" else kt.LLM(path, reference=True)
     golden = request.getfixturevalue(f"{name}_golden")
     assert llm.engine.model.config.vocab_size == golden["n_vocab"]
     agreement = compare(golden, llm.logits)
-    print(f"\n{name}: {agreement}")
+    print(f"\n{name} ({weights}): {agreement}")
     assert agreement.top1_confident >= 0.99
     assert agreement.top1_all >= 0.95
     assert agreement.mean_kl <= 0.02

@@ -50,8 +50,15 @@ def bench_kt(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[f
     return prefill, decode
 
 
-def bench_llama_cpp(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[float, float]:
+def last_token_argmax(llm) -> int:
+    """Greedy pick from the last logits row, read in place (eval() keeps no logits unless logits_all)."""
     import numpy as np
+
+    row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+    return int(row.argmax())
+
+
+def bench_llama_cpp(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[float, float]:
     from llama_cpp import Llama
 
     llm = Llama(str(path), n_ctx=n_prefill + n_decode + 16, n_batch=n_prefill, n_ubatch=n_prefill,
@@ -62,11 +69,11 @@ def bench_llama_cpp(path: Path, threads: int, n_prefill: int, n_decode: int) -> 
     start = time.perf_counter()
     llm.eval(ids)
     prefill = n_prefill / (time.perf_counter() - start)
-    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    token = last_token_argmax(llm)
     start = time.perf_counter()
     for _ in range(n_decode):
         llm.eval([token])
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = last_token_argmax(llm)
     decode = n_decode / (time.perf_counter() - start)
     return prefill, decode
 

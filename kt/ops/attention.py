@@ -70,13 +70,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
     allowed = kv_pos[None, :] <= q_pos[:, None]  # [T, S]
     if window is not None:
         allowed &= (q_pos[:, None] - kv_pos[None, :]) < window
-    groups, cache_dtype = q.shape[1] // k.shape[1], k.dtype
-    qh = q.to(cache_dtype).float().transpose(0, 1)  # [H, T, D]
-    kh = k.float().transpose(0, 1).repeat_interleave(groups, dim=0)  # [H, S, D]
-    vh = v.float().transpose(0, 1).repeat_interleave(groups, dim=0)
-    scores = (qh @ kh.transpose(1, 2)) * scale  # [H, T, S]
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    return (weights.to(cache_dtype).float() @ vh).transpose(0, 1)  # [T, H, D]
+    T, H, D = q.shape
+    n_kv, cache_dtype = k.shape[1], k.dtype
+    groups = H // n_kv
+    # Query heads that share a KV head become rows of one product: no copy of K or V per head.
+    qg = q.to(cache_dtype).float().view(T, n_kv, groups, D).permute(1, 2, 0, 3).reshape(n_kv, groups * T, D)
+    kh, vh = k.float().transpose(0, 1), v.float().transpose(0, 1)  # [Hkv, S, D]
+    scores = (qg @ kh.transpose(1, 2)) * scale  # [Hkv, groups*T, S]
+    scores = scores.masked_fill(~allowed.repeat(groups, 1), float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = weights.to(cache_dtype).float() @ vh  # [Hkv, groups*T, D]
+    return out.view(n_kv, groups, T, D).permute(2, 0, 1, 3).reshape(T, H, D)
 
 
 def attend(layer: int, q, k, v, batch: AttentionBatch, *, scale: float, window: int | None = None) -> torch.Tensor:

@@ -4,9 +4,11 @@
 converter's permutation of Llama q/k weights expects. Otherwise the halves
 (x[:d/2], x[d/2:]) rotate together: NEOX mode (Gemma, Qwen, DeepSeek).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+TABLE_STEP = 1024  # the cos/sin table grows by this many positions when a longer one is needed
 
 
 @dataclass(frozen=True)
@@ -15,11 +17,17 @@ class Rope:
     base: float
     interleaved: bool
     scale: float = 1.0  # linear position scaling (positions * scale)
+    _table: dict = field(default_factory=dict, compare=False, repr=False)  # cos and sin per position
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = self.base ** (-torch.arange(0, self.dim, 2, dtype=torch.float64) / self.dim)
-        angles = (positions.double()[:, None] * self.scale) * inv_freq[None, :]  # [T, dim/2]
-        return angles.cos().float(), angles.sin().float()
+        """cos, sin [T, dim/2] for `positions` [T], looked up in a table computed once in float64."""
+        needed = int(positions.max()) + 1
+        if self._table.get("length", 0) < needed:
+            length = (needed + TABLE_STEP - 1) // TABLE_STEP * TABLE_STEP
+            inv_freq = self.base ** (-torch.arange(0, self.dim, 2, dtype=torch.float64) / self.dim)
+            angles = (torch.arange(length, dtype=torch.float64)[:, None] * self.scale) * inv_freq[None, :]
+            self._table.update(length=length, cos=angles.cos().float(), sin=angles.sin().float())
+        return self._table["cos"][positions], self._table["sin"][positions]
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x [T, heads, head_dim]; cos/sin [T, dim/2]. Dimensions past `dim` pass through."""

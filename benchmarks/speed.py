@@ -32,7 +32,7 @@ def prompt_ids(n: int, vocab: int) -> list[int]:
 
 
 def bench_kt(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[float, float]:
-    from kt.ops.attention import AttentionBatch, SequenceKVCache
+    from kt.ops.attention import SequenceKVCache
     from kt.runtime.engine import Engine, EngineConfig
 
     engine = Engine.from_path(path, EngineConfig(threads=threads, chunk_size=n_prefill))

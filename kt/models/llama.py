@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, load_gguf_weights
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Embedding, Linear
+from kt.ops.mlp import GatedMLP
 from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
 
@@ -67,23 +67,13 @@ class LlamaAttention(nn.Module):
         return self.o_proj(out.reshape(T, -1))
 
 
-class LlamaMLP(nn.Module):
-    def __init__(self, c: LlamaConfig):
-        super().__init__()
-        self.gate_proj, self.up_proj = Linear(c.dim, c.ffn_dim), Linear(c.dim, c.ffn_dim)
-        self.down_proj = Linear(c.ffn_dim, c.dim)
-
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
 class LlamaBlock(nn.Module):
     def __init__(self, c: LlamaConfig, layer: int):
         super().__init__()
         self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
         self.self_attn = LlamaAttention(c, layer)
         self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.mlp = LlamaMLP(c)
+        self.mlp = GatedMLP(c.dim, c.ffn_dim, "silu")
 
     def forward(self, x, batch):
         x = x + self.self_attn(self.input_layernorm(x), batch)
@@ -98,7 +88,7 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(c.dim, c.norm_eps)
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(GGUFCausalLM):
     config_class = LlamaConfig
     gguf_names = [(r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.ffn_norm.weight",))] + COMMON_NAMES
 
@@ -108,15 +98,9 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(config)
         self.lm_head = Linear(config.dim, config.vocab_size)
 
-    def load_gguf(self, gguf: GGUFFile, reference: bool = False) -> None:
-        load_gguf_weights(self, gguf, self.gguf_names, reference)
-
     def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         """ids [T] -> final hidden states [T, dim] (normed); `logits` turns chosen rows into scores."""
         x = self.model.embed_tokens(ids)
         for layer in self.model.layers:
             x = layer(x, batch)
         return self.model.norm(x)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)

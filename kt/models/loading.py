@@ -46,3 +46,18 @@ def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, t
             module.load(gguf_weight(gguf.tensors[name], reference))
         except ValueError as e:
             raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None
+
+
+class GGUFCausalLM(nn.Module):
+    """What every model shares: weights attached by GGUF tensor name, scores from `lm_head`.
+    Subclasses set `config_class`, `gguf_names`, build `self.model` and `self.lm_head`,
+    and define forward(ids [T], batch) -> final hidden states [T, dim]."""
+
+    config_class: type
+    gguf_names: list[tuple[str, tuple[str, ...]]] = COMMON_NAMES
+
+    def load_gguf(self, gguf: GGUFFile, reference: bool = False) -> None:
+        load_gguf_weights(self, gguf, self.gguf_names, reference)
+
+    def logits(self, hidden):
+        return self.lm_head(hidden)  # [T, vocab]

@@ -8,6 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
+# The C++ kernels build at install: they need a compiler and the Python headers.
+has_headers() { "$PYTHON" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null; }
+if ! command -v g++ >/dev/null 2>&1 || ! has_headers; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq g++ python3-dev python3-venv >/dev/null
+  else
+    echo "kt: install needs a C++ compiler and the Python headers: sudo apt-get install g++ python3-dev python3-venv" >&2
+    exit 1
+  fi
+fi
 [ -d .venv ] || "$PYTHON" -m venv .venv
 PIP=".venv/bin/python -m pip"
 CPU_INDEX=https://download.pytorch.org/whl/cpu

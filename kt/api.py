@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kt.gguf.chat_template import ChatTemplate
 from kt.runtime.engine import Engine, EngineConfig
 from kt.runtime.request import Completion, SamplingParams
 from kt.store import resolve
@@ -19,6 +20,7 @@ class LLM:
         config = EngineConfig(chunk_size=chunk_size, threads=threads, reference=reference)
         self.engine = Engine.from_path(self.path, config)
         self.tokenizer = self.engine.tokenizer
+        self._template: ChatTemplate | None = None
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Teacher-forced logits at every position: float32 [len, vocab]."""
@@ -43,9 +45,7 @@ class LLM:
         return self.generate(self.render_chat(messages), **kwargs)
 
     def render_chat(self, messages: list[dict]) -> list[int]:
-        from kt.gguf.chat_template import ChatTemplate
-
-        tok = self.tokenizer
-        template = ChatTemplate(tok.chat_template or "", tok.bos_token, tok.eos_token)
-        text = template.render(messages, add_generation_prompt=True)
-        return tok.encode(text, add_special_tokens=True, parse_special=True)
+        """Prompt token ids for `messages` by the model's chat template (ChatTemplateError if it has none)."""
+        if self._template is None:
+            self._template = ChatTemplate.from_tokenizer(self.tokenizer)
+        return self._template.prompt_ids(self.tokenizer, messages)

@@ -69,3 +69,10 @@ class ChatTemplate:
             raise ChatTemplateError(f"chat template failed: {e}") from e
         except Exception as e:  # the template is the model's code: any failure in it is its error
             raise ChatTemplateError(f"chat template failed: {type(e).__name__}: {e}") from e
+
+    def prompt_ids(self, tokenizer: Tokenizer, messages: list[dict], **extra: Any) -> list[int]:
+        """Render and tokenize with special tokens parsed; BOS is added only when the
+        model wants one and the template did not already write it."""
+        text = self.render(messages, add_generation_prompt=True, **extra)
+        add_bos = not (self.bos_token and text.startswith(self.bos_token))
+        return tokenizer.encode(text, add_special_tokens=add_bos, parse_special=True)

@@ -39,7 +39,7 @@ def create_app(served: ServedModel) -> FastAPI:
     app = FastAPI(title="kt", docs_url=None, redoc_url=None)
     errors.install(app)
     tok = served.tokenizer
-    template = ChatTemplate(tok.chat_template, tok.bos_token, tok.eos_token) if tok.chat_template else None
+    template = ChatTemplate.from_tokenizer(tok) if tok.chat_template else None  # compiled once
     created = int(time.time())
 
     @app.get("/health")
@@ -79,12 +79,9 @@ def _chat_prompt(req: ChatCompletionRequest, served: ServedModel, template: Chat
         raise APIError(400, f"model {served.name} has no chat template; it is a base model", param="messages")
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     try:
-        text = template.render(messages, add_generation_prompt=True)
+        ids = template.prompt_ids(served.tokenizer, messages)
     except ChatTemplateError as e:
-        raise APIError(400, f"chat template: {e}", param="messages") from None
-    tok = served.tokenizer
-    add_bos = not (tok.bos_token and text.startswith(tok.bos_token))  # the template may write BOS itself
-    ids = tok.encode(text, add_special_tokens=add_bos, parse_special=True)
+        raise APIError(400, str(e), param="messages") from None
     if len(ids) >= served.context_length:
         raise APIError(400, f"the prompt has {len(ids)} tokens but the model's context holds {served.context_length}",
                        param="messages", code="context_length_exceeded")

@@ -155,8 +155,8 @@ class GGUFFile:
         for t in reader.tensors:
             if t.name in self.tensors:
                 raise GGUFError(part, f"tensor {t.name!r} appears in more than one split part")
-            raw = t.data.view(np.uint8).reshape(int(np.prod(t.shape[1:], dtype=np.int64)), -1) if t.shape.size > 1 \
-                else t.data.view(np.uint8).reshape(1, -1)
+            rows = int(np.prod(t.shape[1:], dtype=np.int64))  # 1 for a vector
+            raw = t.data.view(np.uint8).reshape(rows, -1)
             self.tensors[t.name] = GGUFTensor(t.name, t.tensor_type, tuple(int(d) for d in reversed(t.shape)), raw, part)
         expected = self.metadata.get("split.count")
         if expected is not None and int(expected) != len(self.paths):

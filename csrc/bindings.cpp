@@ -2,12 +2,14 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 
+#include "decoder.h"
 #include "matmul.h"
 
 namespace nb = nanobind;
@@ -46,6 +48,11 @@ void set_threads(int n) {
     state().pool = pool;  // the old pool finishes any call in flight, then dies with its last user
 }
 
+std::shared_ptr<ThreadPool> current_pool() {
+    std::lock_guard<std::mutex> lock(state().mu);
+    return state().pool;
+}
+
 void py_matmul(Blocks raw, int ggml_type, int rows, int cols, CMatrix x, Matrix y) {
     const QuantTraits& tr = quant_traits(ggml_type);
     if (tr.block_size == 0) throw nb::value_error(("unsupported ggml type " + std::to_string(ggml_type)).c_str());
@@ -57,13 +64,109 @@ void py_matmul(Blocks raw, int ggml_type, int rows, int cols, CMatrix x, Matrix 
     if (x.shape(1) != size_t(cols)) throw nb::value_error("x must be [T, cols]");
     if (y.shape(0) != x.shape(0) || y.shape(1) != size_t(rows)) throw nb::value_error("y must be [T, rows]");
     MatmulArgs args{raw.data(), ggml_type, rows, cols, x.data(), int(x.shape(0)), y.data()};
-    std::shared_ptr<ThreadPool> pool;
-    {
-        std::lock_guard<std::mutex> lock(state().mu);
-        pool = state().pool;
-    }
+    std::shared_ptr<ThreadPool> pool = current_pool();
     nb::gil_scoped_release release;
     matmul(args, state().isa, *pool);
+}
+
+using Vector = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// A DenseDecoder and the Python objects whose memory it reads (weights, norms).
+struct PyDecoder {
+    std::unique_ptr<DenseDecoder> decoder;
+    std::vector<nb::object> keep_alive;
+
+    const float* vec(nb::handle obj, int size, const char* what) {
+        if (obj.is_none()) return nullptr;
+        Vector v = nb::cast<Vector>(obj);
+        if (int(v.shape(0)) != size) throw nb::value_error((std::string(what) + " has the wrong length").c_str());
+        keep_alive.emplace_back(nb::borrow(obj));
+        return v.data();
+    }
+    WeightRef weight(nb::handle obj) {  // (raw [rows, row_bytes] uint8, ggml_type, rows, cols)
+        nb::tuple t = nb::cast<nb::tuple>(obj);
+        Blocks raw = nb::cast<Blocks>(t[0]);
+        WeightRef w{raw.data(), nb::cast<int>(t[1]), nb::cast<int>(t[2]), nb::cast<int>(t[3])};
+        const QuantTraits& tr = quant_traits(w.type);
+        if (tr.block_size == 0 || w.cols % tr.block_size != 0 || raw.shape(0) != size_t(w.rows) ||
+            raw.shape(1) != size_t(w.cols / tr.block_size) * tr.type_size)
+            throw nb::value_error("weight blocks do not match their type and shape");
+        keep_alive.emplace_back(nb::borrow(t[0]));
+        return w;
+    }
+};
+
+PyDecoder* make_decoder(nb::dict cfg, nb::list layers, nb::handle final_norm, nb::handle lm_head) {
+    auto py = std::make_unique<PyDecoder>();
+    DecoderConfig c;
+    c.dim = nb::cast<int>(cfg["dim"]);
+    c.n_heads = nb::cast<int>(cfg["n_heads"]);
+    c.n_kv_heads = nb::cast<int>(cfg["n_kv_heads"]);
+    c.head_dim = nb::cast<int>(cfg["head_dim"]);
+    c.ffn_dim = nb::cast<int>(cfg["ffn_dim"]);
+    c.vocab = nb::cast<int>(cfg["vocab"]);
+    c.norm_eps = nb::cast<float>(cfg["norm_eps"]);
+    c.attn_scale = nb::cast<float>(cfg["attn_scale"]);
+    c.embed_scale = nb::cast<float>(cfg["embed_scale"]);
+    const std::string act = nb::cast<std::string>(cfg["activation"]);
+    if (act != "silu" && act != "gelu_tanh") throw nb::value_error(("unknown activation " + act).c_str());
+    c.act = act == "silu" ? Activation::silu : Activation::gelu_tanh;
+    for (nb::handle r : nb::cast<nb::list>(cfg["ropes"])) {
+        nb::dict d = nb::cast<nb::dict>(r);
+        c.ropes.push_back({nb::cast<int>(d["dim"]), nb::cast<double>(d["base"]), nb::cast<double>(d["scale"]),
+                           nb::cast<bool>(d["neox"])});
+    }
+    const int D = c.head_dim;
+    std::vector<DecoderLayer> ls;
+    for (nb::handle h : layers) {
+        nb::dict d = nb::cast<nb::dict>(h);
+        auto opt = [&](const char* key) { return d.contains(key) ? nb::handle(d[key]) : nb::handle(nb::none()); };
+        DecoderLayer l;
+        l.attn_norm = py->vec(d["attn_norm"], c.dim, "attn_norm");
+        l.q = py->weight(d["q"]); l.k = py->weight(d["k"]); l.v = py->weight(d["v"]); l.o = py->weight(d["o"]);
+        l.q_norm = py->vec(opt("q_norm"), D, "q_norm");
+        l.k_norm = py->vec(opt("k_norm"), D, "k_norm");
+        l.post_attn_norm = py->vec(opt("post_attn_norm"), c.dim, "post_attn_norm");
+        l.ffn_norm = py->vec(d["ffn_norm"], c.dim, "ffn_norm");
+        l.gate = py->weight(d["gate"]); l.up = py->weight(d["up"]); l.down = py->weight(d["down"]);
+        l.post_ffn_norm = py->vec(opt("post_ffn_norm"), c.dim, "post_ffn_norm");
+        l.rope = nb::cast<int>(d["rope"]);
+        l.window = nb::cast<int>(d["window"]);
+        ls.push_back(l);
+    }
+    const float* fn = py->vec(final_norm, c.dim, "final_norm");
+    WeightRef head = py->weight(lm_head);
+    try {
+        py->decoder = std::make_unique<DenseDecoder>(std::move(c), std::move(ls), fn, head);
+    } catch (const std::invalid_argument& e) {
+        throw nb::value_error(e.what());
+    }
+    return py.release();
+}
+
+void decoder_forward(PyDecoder& py, CMatrix embeddings, std::vector<KVSequence*> seqs, std::vector<int> counts,
+                     std::vector<int> out_rows, Matrix logits) {
+    DenseDecoder& d = *py.decoder;
+    if (seqs.size() != counts.size() || seqs.empty()) throw nb::value_error("one token count per sequence");
+    std::vector<SequenceChunk> chunks;
+    size_t T = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        if (counts[i] <= 0) throw nb::value_error("token counts must be positive");
+        chunks.push_back({seqs[i], counts[i]});
+        T += size_t(counts[i]);
+    }
+    if (embeddings.shape(0) != T || embeddings.shape(1) != size_t(d.config().dim))
+        throw nb::value_error("embeddings must be [total tokens, dim]");
+    if (logits.shape(0) != out_rows.size() || logits.shape(1) != size_t(d.config().vocab))
+        throw nb::value_error("logits must be [len(out_rows), vocab]");
+    std::shared_ptr<ThreadPool> pool = current_pool();
+    nb::gil_scoped_release release;
+    try {
+        d.forward(embeddings.data(), chunks, out_rows, logits.data(), state().isa, *pool);
+    } catch (const std::invalid_argument& e) {
+        nb::gil_scoped_acquire acquire;
+        throw nb::value_error(e.what());
+    }
 }
 
 nb::dict py_cpu_features() {
@@ -101,6 +204,19 @@ NB_MODULE(_kernels, m) {
             if (quant_traits(t).block_size) out.append(t);
         return out;
     });
+    nb::class_<KVSequence>(m, "KVSequence", "One sequence's f16 keys and values, per layer.")
+        .def("__init__", [](KVSequence* self, PyDecoder& d) {
+            new (self) KVSequence(d.decoder->n_layers(), d.decoder->config().n_kv_heads * d.decoder->config().head_dim);
+        }, nb::arg("decoder"))
+        .def_prop_ro("length", &KVSequence::length)
+        .def_prop_ro("capacity", &KVSequence::capacity)
+        .def("truncate", [](KVSequence& s, int n) {
+            try { s.set_length(n); } catch (const std::invalid_argument& e) { throw nb::value_error(e.what()); }
+        }, nb::arg("length"));
+    nb::class_<PyDecoder>(m, "DenseDecoder", "Fused forward of a dense decoder over GGUF blocks.")
+        .def(nb::new_(&make_decoder), nb::arg("config"), nb::arg("layers"), nb::arg("final_norm"), nb::arg("lm_head"))
+        .def("forward", &decoder_forward, nb::arg("embeddings"), nb::arg("sequences"), nb::arg("counts"),
+             nb::arg("out_rows"), nb::arg("logits"));
     const char* env = std::getenv("KT_ISA");
     set_isa(env ? env : "");
 }

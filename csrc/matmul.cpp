@@ -1,17 +1,18 @@
-// The matmul driver: quantize x once, then tiles of (weight rows x tokens) over
-// the pool. Compiled with no ISA flags; all SIMD lives behind the DotFn table.
+// The matmul driver: quantize x once, then tiles of (weight rows x tokens),
+// each thread owning a contiguous band of weight rows. Compiled with no ISA
+// flags; all SIMD lives behind the DotFn table.
 #include "matmul.h"
 
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 namespace kt {
 namespace {
 
-constexpr int kRowsPerTask = 16;  // weight rows a task owns
-constexpr int kTokenTile = 32;    // tokens swept per weight row while it is hot in L1
+constexpr int kRowAlign = 16;   // thread bands start on a multiple of this many rows
+constexpr int kRowTile = 16;    // weight rows swept per token tile
+constexpr int kTokenTile = 32;  // tokens swept per weight row while it is hot in L1
 
 const DotTable& dots_for(Isa isa) {
     switch (isa) {
@@ -21,44 +22,64 @@ const DotTable& dots_for(Isa isa) {
     }
 }
 
-std::vector<uint8_t> quantize_activations(const MatmulArgs& a, ActFormat f, ThreadPool& pool) {
-    const size_t row_bytes = act_row_bytes(f, a.cols);
-    std::vector<uint8_t> q(row_bytes * size_t(a.T));
-    pool.parallel_for(a.T, [&](int t) {
-        const float* x = a.x + size_t(t) * a.cols;
-        void* dst = q.data() + row_bytes * t;
-        if (f == ActFormat::a32) quantize_row_a32(x, static_cast<block_a32*>(dst), a.cols);
-        else quantize_row_aK(x, static_cast<block_aK*>(dst), a.cols);
-    });
-    return q;
+// [begin, end) of n items for thread tid of nth, in units of `align`.
+inline std::pair<int, int> band(int n, int tid, int nth, int align) {
+    const int units = (n + align - 1) / align;
+    const int b = int(int64_t(units) * tid / nth) * align, e = int(int64_t(units) * (tid + 1) / nth) * align;
+    return {std::min(n, b), std::min(n, e)};
 }
 
 }  // namespace
 
-void matmul(const MatmulArgs& a, Isa isa, ThreadPool& pool) {
+ActFormat matmul_act_format(int ggml_type, int cols) {
+    const QuantTraits& tr = quant_traits(ggml_type);
+    if (tr.block_size == 0) throw std::invalid_argument("kt._kernels: unsupported ggml type " + std::to_string(ggml_type));
+    if (cols <= 0 || cols % tr.block_size != 0)
+        throw std::invalid_argument("kt._kernels: cols is not a positive multiple of the block size");
+    return tr.act;
+}
+
+void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, int tid, int nth) {
+    if (f == ActFormat::f32) return;
+    const size_t row_bytes = act_row_bytes(f, cols);
+    const auto [t0, t1] = band(T, tid, nth, 1);
+    for (int t = t0; t < t1; ++t) {
+        const float* xt = x + size_t(t) * cols;
+        void* dst = act + row_bytes * t;
+        if (f == ActFormat::a32) quantize_row_a32(xt, static_cast<block_a32*>(dst), cols);
+        else quantize_row_aK(xt, static_cast<block_aK*>(dst), cols);
+    }
+}
+
+void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int nth) {
     const QuantTraits& tr = quant_traits(a.ggml_type);
-    if (tr.block_size == 0) throw std::invalid_argument("kt._kernels: unsupported ggml type " + std::to_string(a.ggml_type));
-    if (a.cols % tr.block_size != 0) throw std::invalid_argument("kt._kernels: cols is not a multiple of the block size");
     DotFn dot = dots_for(isa).dot[a.ggml_type];
     if (!dot) dot = dots_scalar().dot[a.ggml_type];
-
-    std::vector<uint8_t> xq;
-    const void* act = a.x;
-    if (tr.act != ActFormat::f32) act = (xq = quantize_activations(a, tr.act, pool)).data();
-
+    if (tr.act == ActFormat::f32) act = reinterpret_cast<const uint8_t*>(a.x);
     const int nblocks = a.cols / tr.block_size;
     const size_t w_row = size_t(nblocks) * tr.type_size, act_row = act_row_bytes(tr.act, a.cols);
-    const uint8_t* acts = static_cast<const uint8_t*>(act);
-    const int n_tasks = (a.rows + kRowsPerTask - 1) / kRowsPerTask;
-    pool.parallel_for(n_tasks, [&](int task) {
-        const int r0 = task * kRowsPerTask, r1 = std::min(a.rows, r0 + kRowsPerTask);
+    const auto [r_begin, r_end] = band(a.rows, tid, nth, kRowAlign);
+    for (int r0 = r_begin; r0 < r_end; r0 += kRowTile) {
+        const int r1 = std::min(r_end, r0 + kRowTile);
         for (int t0 = 0; t0 < a.T; t0 += kTokenTile) {
             const int t1 = std::min(a.T, t0 + kTokenTile);
             for (int r = r0; r < r1; ++r) {
                 const uint8_t* w = a.w + w_row * r;
-                for (int t = t0; t < t1; ++t) a.y[size_t(t) * a.rows + r] = dot(nblocks, w, acts + act_row * t);
+                for (int t = t0; t < t1; ++t) a.y[size_t(t) * a.rows + r] = dot(nblocks, w, act + act_row * t);
             }
         }
+    }
+}
+
+void matmul(const MatmulArgs& a, Isa isa, ThreadPool& pool) {
+    const ActFormat f = matmul_act_format(a.ggml_type, a.cols);
+    std::vector<uint8_t> act(f == ActFormat::f32 ? 0 : act_row_bytes(f, a.cols) * size_t(a.T));
+    SpinBarrier barrier(pool.size());
+    pool.run_team([&](int tid) {
+        const int nth = pool.size();
+        quantize_part(f, a.x, a.T, a.cols, act.data(), tid, nth);
+        barrier.wait();
+        matmul_part(a, act.data(), isa, tid, nth);
     });
 }
 

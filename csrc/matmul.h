@@ -1,4 +1,6 @@
 #pragma once
+#include <vector>
+
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -13,7 +15,16 @@ struct MatmulArgs {
     float* y;           // [T, rows]
 };
 
-// y = x @ W^T with the dots of `isa` (scalar for a type the ISA lacks).
+// Checks the type and shape; the activation format the weight wants.
+ActFormat matmul_act_format(int ggml_type, int cols);
+
+// The two halves of a matmul as run by one thread `tid` of a team of `nth`:
+// quantize its share of x's rows into `act` (act_row_bytes per row), then,
+// after a barrier, compute its share of y's rows from the quantized x.
+void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, int tid, int nth);
+void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int nth);
+
+// y = x @ W^T with the dots of `isa` (scalar for a type the ISA lacks), on the whole pool.
 void matmul(const MatmulArgs& args, Isa isa, ThreadPool& pool);
 
 }  // namespace kt

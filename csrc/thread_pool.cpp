@@ -8,8 +8,21 @@
 
 namespace kt {
 
+void SpinBarrier::wait() {
+    const unsigned phase = phase_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+        arrived_.store(0, std::memory_order_relaxed);
+        phase_.store(phase + 1, std::memory_order_release);
+        return;
+    }
+    for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
+        if (spins < 20000) __builtin_ia32_pause();
+        else std::this_thread::yield();
+    }
+}
+
 ThreadPool::ThreadPool(int n_threads) {
-    for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -21,11 +34,7 @@ ThreadPool::~ThreadPool() {
     for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_tasks() {
-    for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_tasks_;) (*fn_)(i);
-}
-
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int tid) {
     unsigned seen = 0;
     for (;;) {
         {
@@ -34,10 +43,22 @@ void ThreadPool::worker_loop() {
             if (stop_) return;
             seen = generation_;
         }
-        run_tasks();
+        if (team_) (*fn_)(tid);
+        else
+            for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_tasks_;) (*fn_)(i);
         std::lock_guard<std::mutex> lock(mu_);
         if (--busy_ == 0) done_.notify_one();
     }
+}
+
+void ThreadPool::start(const std::function<void(int)>* fn, int n_tasks, bool team) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = fn;
+    n_tasks_ = n_tasks;
+    team_ = team;
+    next_.store(0, std::memory_order_relaxed);
+    busy_ = int(workers_.size());
+    ++generation_;
 }
 
 void ThreadPool::parallel_for(int n_tasks, const std::function<void(int)>& fn) {
@@ -46,16 +67,20 @@ void ThreadPool::parallel_for(int n_tasks, const std::function<void(int)>& fn) {
         for (int i = 0; i < n_tasks; ++i) fn(i);
         return;
     }
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        fn_ = &fn;
-        n_tasks_ = n_tasks;
-        next_.store(0, std::memory_order_relaxed);
-        busy_ = int(workers_.size());
-        ++generation_;
-    }
+    start(&fn, n_tasks, false);
     wake_.notify_all();
-    run_tasks();
+    for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_tasks_;) fn(i);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+    fn_ = nullptr;
+}
+
+void ThreadPool::run_team(const std::function<void(int)>& fn) {
+    std::lock_guard<std::mutex> call(call_mu_);
+    if (workers_.empty()) return fn(0);
+    start(&fn, size(), true);
+    wake_.notify_all();
+    fn(0);
     std::unique_lock<std::mutex> lock(mu_);
     done_.wait(lock, [&] { return busy_ == 0; });
     fn_ = nullptr;

@@ -9,6 +9,20 @@
 
 namespace kt {
 
+// Threads of one team wait here for each other between the steps of a fused
+// forward. It spins (the wait is microseconds while all threads compute) and
+// yields the core after a while, so a preempted teammate can run.
+class SpinBarrier {
+public:
+    explicit SpinBarrier(int n) : n_(n) {}
+    void wait();
+
+private:
+    const int n_;
+    std::atomic<int> arrived_{0};
+    std::atomic<unsigned> phase_{0};
+};
+
 class ThreadPool {
 public:
     explicit ThreadPool(int n_threads);
@@ -20,10 +34,13 @@ public:
     // fn(i) for every i in [0, n_tasks), spread over the workers and the calling
     // thread; returns when all are done. Calls from several threads take turns.
     void parallel_for(int n_tasks, const std::function<void(int)>& fn);
+    // fn(tid) once on each of the size() threads at the same time (tid 0 is the
+    // caller), so fn may synchronise its threads with a SpinBarrier of size().
+    void run_team(const std::function<void(int)>& fn);
 
 private:
-    void worker_loop();
-    void run_tasks();
+    void worker_loop(int tid);
+    void start(const std::function<void(int)>* fn, int n_tasks, bool team);
 
     std::vector<std::thread> workers_;
     std::mutex call_mu_;  // one parallel_for at a time
@@ -31,6 +48,7 @@ private:
     std::condition_variable wake_, done_;
     const std::function<void(int)>* fn_ = nullptr;
     int n_tasks_ = 0;
+    bool team_ = false;
     std::atomic<int> next_{0};
     int busy_ = 0;        // workers still inside the current generation
     unsigned generation_ = 0;

@@ -9,6 +9,7 @@ from torch import nn
 
 from kt.gguf.reader import GGUFFile
 from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Embedding, Linear
 from kt.ops.mlp import GatedMLP
@@ -126,3 +127,28 @@ class Gemma3ForCausalLM(GGUFCausalLM):
         for layer in self.model.layers:
             x = layer(x, batch)
         return self.model.norm(x)
+
+    def fused_spec(self) -> dict:
+        """This model for the fused native forward (kt.ops.fused): rope 0 for global layers, 1 for sliding ones."""
+        c = self.config
+        layers = []
+        for i, b in enumerate(self.model.layers):
+            a = b.self_attn
+            layers.append(dict(
+                attn_norm=fused.vector(b.input_layernorm.weight),
+                q=fused.weight_blocks(a.q_proj), k=fused.weight_blocks(a.k_proj),
+                v=fused.weight_blocks(a.v_proj), o=fused.weight_blocks(a.o_proj),
+                q_norm=fused.vector(a.q_norm.weight), k_norm=fused.vector(a.k_norm.weight),
+                post_attn_norm=fused.vector(b.post_attention_layernorm.weight),
+                ffn_norm=fused.vector(b.pre_feedforward_layernorm.weight),
+                gate=fused.weight_blocks(b.mlp.gate_proj), up=fused.weight_blocks(b.mlp.up_proj),
+                down=fused.weight_blocks(b.mlp.down_proj),
+                post_ffn_norm=fused.vector(b.post_feedforward_layernorm.weight),
+                rope=1 if c.is_sliding(i) else 0, window=c.sliding_window if c.is_sliding(i) else 0))
+        ropes = [dict(dim=c.head_dim, base=c.rope_base, scale=c.rope_scale, neox=True),
+                 dict(dim=c.head_dim, base=c.rope_base_local, scale=1.0, neox=True)]
+        config = dict(dim=c.dim, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim, ffn_dim=c.ffn_dim,
+                      vocab=c.vocab_size, norm_eps=c.norm_eps, attn_scale=c.head_dim ** -0.5,
+                      embed_scale=float(torch.tensor(c.dim ** 0.5)), activation="gelu_tanh", ropes=ropes)
+        return dict(config=config, layers=layers, final_norm=fused.vector(self.model.norm.weight),
+                    lm_head=fused.weight_blocks(self.lm_head))

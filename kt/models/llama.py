@@ -8,6 +8,7 @@ from torch import nn
 
 from kt.gguf.reader import GGUFFile
 from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Embedding, Linear
 from kt.ops.mlp import GatedMLP
@@ -104,3 +105,19 @@ class LlamaForCausalLM(GGUFCausalLM):
         for layer in self.model.layers:
             x = layer(x, batch)
         return self.model.norm(x)
+
+    def fused_spec(self) -> dict:
+        """This model for the fused native forward (kt.ops.fused)."""
+        c = self.config
+        layers = [dict(attn_norm=fused.vector(b.input_layernorm.weight),
+                       q=fused.weight_blocks(b.self_attn.q_proj), k=fused.weight_blocks(b.self_attn.k_proj),
+                       v=fused.weight_blocks(b.self_attn.v_proj), o=fused.weight_blocks(b.self_attn.o_proj),
+                       ffn_norm=fused.vector(b.post_attention_layernorm.weight),
+                       gate=fused.weight_blocks(b.mlp.gate_proj), up=fused.weight_blocks(b.mlp.up_proj),
+                       down=fused.weight_blocks(b.mlp.down_proj), rope=0, window=0)
+                  for b in self.model.layers]
+        config = dict(dim=c.dim, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim, ffn_dim=c.ffn_dim,
+                      vocab=c.vocab_size, norm_eps=c.norm_eps, attn_scale=c.head_dim ** -0.5, embed_scale=1.0,
+                      activation="silu", ropes=[dict(dim=c.rope_dim, base=c.rope_base, scale=1.0, neox=False)])
+        return dict(config=config, layers=layers, final_norm=fused.vector(self.model.norm.weight),
+                    lm_head=fused.weight_blocks(self.lm_head))

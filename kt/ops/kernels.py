@@ -7,6 +7,8 @@ set at import; by default the best one the CPU has is used.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -49,6 +51,11 @@ def set_threads(n: int) -> None:
 
 def num_threads() -> int:
     return _lib().num_threads()
+
+
+def default_threads() -> int:
+    """Physical cores this process may run on (the pool's default size)."""
+    return _kernels.default_threads() if available() else len(os.sched_getaffinity(0))
 
 
 def supports(ggml_type: int) -> bool:

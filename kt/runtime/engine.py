@@ -16,6 +16,7 @@ from kt.gguf.tokenizer import Tokenizer
 from kt.models import load_model
 from kt.ops import kernels
 from kt.ops.attention import AttentionBatch, SequenceKVCache
+from kt.ops.fused import fused_decoder
 from kt.runtime.request import FinishReason, SamplingParams, TokenEvent
 from kt.runtime.sampler import Sampler
 from kt.runtime.stop import StopTextStream
@@ -35,10 +36,13 @@ class EngineConfig:
 class Engine:
     def __init__(self, model, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()):
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        if config.threads:
-            torch.set_num_threads(config.threads)
-            if kernels.available():
-                kernels.set_threads(config.threads)
+        if config.threads and kernels.available():
+            kernels.set_threads(config.threads)
+        # The fused native forward when the model has one (all weights in kernel formats); else torch.
+        self.fused = None if config.reference else fused_decoder(model)
+        # torch only samples when the fused forward runs: one thread, so that its idle OpenMP
+        # workers never spin against the kernels' pool; else it does the compute and gets the cores.
+        torch.set_num_threads(1 if self.fused else (config.threads or kernels.default_threads()))
 
     @classmethod
     def from_path(cls, path: str | Path, config: EngineConfig = EngineConfig()) -> "Engine":
@@ -49,22 +53,30 @@ class Engine:
     def context_length(self) -> int:
         return self.model.config.context_length
 
+    def new_cache(self):
+        """An empty key/value cache for one sequence, of the kind the forward in use wants."""
+        return self.fused.new_sequence() if self.fused else SequenceKVCache(self.model.config.n_layers)
+
     @torch.inference_mode()
-    def _forward(self, ids: list[int], cache: SequenceKVCache, start: int, all_logits: bool) -> torch.Tensor:
+    def _forward(self, ids: list[int], cache, start: int, all_logits: bool) -> torch.Tensor:
         """Run `ids` (positions start..) through the model in chunks; logits of every token or the last."""
         outs = []
         for i in range(0, len(ids), self.config.chunk_size):
             chunk = ids[i:i + self.config.chunk_size]
+            if self.fused:
+                rows = range(len(chunk)) if all_logits else [len(chunk) - 1]
+                logits = self.fused.forward(self.model.model.embed_tokens(torch.tensor(chunk)), [cache], [len(chunk)], rows)
+                outs.append(logits)
+                continue
             positions = torch.arange(start + i, start + i + len(chunk))
             hidden = self.model(torch.tensor(chunk), AttentionBatch(positions, cache))  # [T, dim]
-            if all_logits:
-                outs.append(self.model.logits(hidden))
-        return torch.cat(outs) if all_logits else self.model.logits(hidden[-1:])[0]
+            outs.append(self.model.logits(hidden if all_logits else hidden[-1:]))
+        return torch.cat(outs) if all_logits else outs[-1][0]
 
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """Teacher-forced logits at every position: [len, vocab] float32."""
         self._check_ids(token_ids)
-        return self._forward(list(token_ids), SequenceKVCache(self.model.config.n_layers), 0, all_logits=True)
+        return self._forward(list(token_ids), self.new_cache(), 0, all_logits=True)
 
     def _check_ids(self, ids: list[int]) -> None:
         vocab = self.model.config.vocab_size
@@ -80,7 +92,7 @@ class Engine:
                  cancelled: Callable[[], bool] = lambda: False) -> Iterator[TokenEvent]:
         """Stream one request: a TokenEvent per generated token, the last one with its finish reason."""
         self._check_ids(prompt_ids)
-        cache = SequenceKVCache(self.model.config.n_layers)
+        cache = self.new_cache()
         sampler, text = Sampler(params), StopTextStream(self.tokenizer, params.stop)
         logits = self._forward(list(prompt_ids), cache, 0, all_logits=False)
         budget = min(params.max_tokens, self.context_length - len(prompt_ids))

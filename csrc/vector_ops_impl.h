@@ -1,0 +1,173 @@
+// The vector kernels, written as plain loops over fixed-size register tiles
+// that the compiler turns into SIMD for whichever flags its file has; the f16
+// conversions use F16C where the file has it. Included once per ISA file.
+//
+// Attention follows llama.cpp (flash attention off): the query and the softmax
+// weights are rounded to f16 before their products with the f16 cache, and
+// every product is accumulated in f32.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "vector_ops.h"
+
+namespace kt {
+namespace {
+
+constexpr int kTile = 16;  // keys (scores) or value dimensions per tile: one vector register of floats
+constexpr int kRows = 4;   // query rows sharing each loaded key / value
+constexpr int kMaxHeadDim = 512;
+
+inline void f16_to_f32(const uint16_t* src, float* dst, int n) {
+    int i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+    for (; i < n; ++i) dst[i] = fp16_to_f32(src[i]);
+}
+
+void to_f16(const float* x, uint16_t* y, int n) {
+    int i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; ++i) {
+        const _Float16 h = _Float16(x[i]);
+        std::memcpy(y + i, &h, 2);
+    }
+}
+
+inline void round_to_f16(float* x, int n) {
+    int i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+#endif
+    for (; i < n; ++i) x[i] = float(_Float16(x[i]));
+}
+
+// exp(x) to about 2 ulp: 2^n * p(r), |r| <= ln2 / 2, written so that loops calling it vectorize.
+inline float exp_approx(float x) {
+    x = std::min(std::max(x, -87.0f), 88.0f);
+    const float n = std::floor(x * 1.44269504f + 0.5f);
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln 2 split so that n * hi is exact
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = (int32_t(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+void silu_mul(float* g, const float* u, int n) {
+    for (int i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+}
+
+void gelu_mul(float* g, const float* u, int n, const uint16_t* table) {
+    uint16_t h[256];
+    for (int i0 = 0; i0 < n; i0 += 256) {
+        const int m = std::min(256, n - i0);
+        to_f16(g + i0, h, m);
+        for (int i = 0; i < m; ++i) {
+            const float x = g[i0 + i];
+            const float y = x <= -10.f ? 0.f : x >= 10.f ? x : fp16_to_f32(table[h[i]]);
+            g[i0 + i] = y * u[i0 + i];
+        }
+    }
+}
+
+void attend(const AttentionRows& a, AttentionScratch& s) {
+    const int D = a.head_dim, G = a.group, n_rows = a.n * G;
+    const int hi = a.pos[a.n - 1] + 1;  // keys [lo, hi) cover every row
+    const int lo = a.window > 0 ? std::max(0, a.pos[0] - a.window + 1) : 0;
+    const int S = hi - lo, S_pad = (S + kTile - 1) / kTile * kTile;
+    auto q_row = [&](int i) { return a.q + size_t(i / G) * a.q_stride + size_t(i % G) * D; };
+
+    // Keys transposed to [D][S_pad] (zero padded) and values to [S][D], in f32.
+    s.kt.assign(size_t(D) * S_pad, 0.f);
+    s.v.resize(size_t(S) * D);
+    s.scores.resize(size_t(kRows) * S_pad);
+    float row[kMaxHeadDim];
+    for (int j = 0; j < S; ++j) {
+        f16_to_f32(a.k + size_t(lo + j) * a.kv_stride, row, D);
+        for (int d = 0; d < D; ++d) s.kt[size_t(d) * S_pad + j] = row[d];
+        f16_to_f32(a.v + size_t(lo + j) * a.kv_stride, s.v.data() + size_t(j) * D, D);
+    }
+
+    alignas(64) float q[kRows][kMaxHeadDim];
+    for (int i0 = 0; i0 < n_rows; i0 += kRows) {
+        const int nr = std::min(kRows, n_rows - i0);
+        for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one
+            const float* src = q_row(i0 + std::min(r, nr - 1));
+            std::copy(src, src + D, q[r]);
+            round_to_f16(q[r], D);
+        }
+        // Scores of these rows against keys [lo, the last row's position].
+        const int s_end = a.pos[(i0 + nr - 1) / G] + 1 - lo, s_pad = (s_end + kTile - 1) / kTile * kTile;
+        for (int j0 = 0; j0 < s_pad; j0 += kTile) {
+            float acc[kRows][kTile] = {};
+            for (int d = 0; d < D; ++d) {
+                const float* kr = s.kt.data() + size_t(d) * S_pad + j0;
+                for (int r = 0; r < kRows; ++r)
+                    for (int jj = 0; jj < kTile; ++jj) acc[r][jj] += q[r][d] * kr[jj];
+            }
+            for (int r = 0; r < kRows; ++r) std::copy(acc[r], acc[r] + kTile, s.scores.data() + size_t(r) * S_pad + j0);
+        }
+        // Softmax of each row over the keys it may see; weights outside are 0 (padded rows: all 0).
+        for (int r = 0; r < kRows; ++r) {
+            float* sc = s.scores.data() + size_t(r) * S_pad;
+            if (r >= nr) { std::fill(sc, sc + s_pad, 0.f); continue; }
+            const int p = a.pos[(i0 + r) / G];
+            const int first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0, last = p - lo;  // inclusive
+            float mx = -INFINITY;
+            for (int j = first; j <= last; ++j) mx = std::max(mx, sc[j] * a.scale);
+            std::fill(sc, sc + first, 0.f);
+            for (int j = first; j <= last; ++j) sc[j] = exp_approx(sc[j] * a.scale - mx);
+            std::fill(sc + last + 1, sc + s_pad, 0.f);
+            double sum = 0;
+            for (int j = first; j <= last; ++j) sum += sc[j];
+            const float inv = float(1.0 / sum);
+            for (int j = first; j <= last; ++j) sc[j] *= inv;
+            round_to_f16(sc + first, last + 1 - first);
+        }
+        // out = weights @ V, a tile of the value's dimensions at a time.
+        for (int d0 = 0; d0 < D; d0 += kTile) {
+            float acc[kRows][kTile] = {};
+            for (int j = 0; j < s_end; ++j) {
+                const float* vr = s.v.data() + size_t(j) * D + d0;
+                for (int r = 0; r < kRows; ++r) {
+                    const float w = s.scores[size_t(r) * S_pad + j];
+                    for (int dd = 0; dd < kTile; ++dd) acc[r][dd] += w * vr[dd];
+                }
+            }
+            for (int r = 0; r < nr; ++r) {
+                const int i = i0 + r;
+                std::copy(acc[r], acc[r] + kTile, a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D + d0);
+            }
+        }
+    }
+}
+
+constexpr VectorOps kOps{attend, to_f16, silu_mul, gelu_mul};
+
+}  // namespace
+}  // namespace kt

@@ -25,9 +25,10 @@ struct block_q4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; 
 struct block_q5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; };
 struct block_q6_K { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; };
 
-// Activations. a32: 32 int8 with f32 scale d and s = d * sum(qs) (llama.cpp's
-// Q8_1 with f32 fields; the sum serves the formats with an offset or a min).
-struct block_a32 { float d, s; int8_t qs[QK]; };
+// Activations. a32: 32 int8 with f32 scale d, s = d * sum(qs) rounded to f16 as
+// llama.cpp's Q8_1 has it (for the formats with a min), and the exact integer
+// sum (for the formats with an offset, which llama.cpp subtracts exactly).
+struct block_a32 { float d, s; int32_t sum; int8_t qs[QK]; };
 // aK: Q8_K, 256 int8 with f32 scale and the sums of each 16 values.
 struct block_aK { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; };
 #pragma pack(pop)
@@ -40,7 +41,7 @@ static_assert(sizeof(block_q8_0) == 34, "q8_0");
 static_assert(sizeof(block_q4_K) == 144, "q4_K");
 static_assert(sizeof(block_q5_K) == 176, "q5_K");
 static_assert(sizeof(block_q6_K) == 210, "q6_K");
-static_assert(sizeof(block_a32) == 40, "a32");
+static_assert(sizeof(block_a32) == 44, "a32");
 static_assert(sizeof(block_aK) == 292, "aK");
 
 // Helpers are `static` so that each ISA's translation unit keeps its own copy:

@@ -20,8 +20,17 @@ struct QuantTraits {
     ActFormat act = ActFormat::f32;
 };
 
-// One DotFn per ggml type, nullptr where the ISA has no kernel for it.
-struct DotTable { DotFn dot[GGML_TYPE_COUNT] = {}; };
+// y[t * y_stride + r] for weight rows r < n_rows and tokens t < n_tok, both at most kTileSize:
+// a register-blocked tile for batches of tokens, each weight and activation block loaded once.
+constexpr int kTileSize = 4;
+using TileFn = void (*)(int nblocks, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                        const uint8_t* a, size_t a_row_bytes, int n_tok, float* y, size_t y_stride);
+
+// One DotFn (and optionally a TileFn) per ggml type, nullptr where the ISA has no kernel for it.
+struct DotTable {
+    DotFn dot[GGML_TYPE_COUNT] = {};
+    TileFn tile[GGML_TYPE_COUNT] = {};
+};
 
 const QuantTraits& quant_traits(int ggml_type);  // block_size == 0: unsupported
 

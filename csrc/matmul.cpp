@@ -59,6 +59,17 @@ void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int 
     const int nblocks = a.cols / tr.block_size;
     const size_t w_row = size_t(nblocks) * tr.type_size, act_row = act_row_bytes(tr.act, a.cols);
     const auto [r_begin, r_end] = band(a.rows, tid, nth, kRowAlign);
+    const TileFn tile = dots_for(isa).tile[a.ggml_type];
+    if (tile && a.T > 1) {
+        // A few weight rows stay in L1 while every token streams past them.
+        for (int r0 = r_begin; r0 < r_end; r0 += kTileSize) {
+            const int nr = std::min(kTileSize, r_end - r0);
+            for (int t0 = 0; t0 < a.T; t0 += kTileSize)
+                tile(nblocks, a.w + w_row * r0, w_row, nr, act + act_row * t0, act_row, std::min(kTileSize, a.T - t0),
+                     a.y + size_t(t0) * a.rows + r0, size_t(a.rows));
+        }
+        return;
+    }
     for (int r0 = r_begin; r0 < r_end; r0 += kRowTile) {
         const int r1 = std::min(r_end, r0 + kRowTile);
         for (int t0 = 0; t0 < a.T; t0 += kTokenTile) {

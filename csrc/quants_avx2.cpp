@@ -54,7 +54,7 @@ float dot_32block(int nb, const void* vw, const void* va) {
         if constexpr (HasMin) m = f16(w[i].m);
         const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(u, load(a[i].qs)));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a[i].d), p, acc);
-        corr += (m - float(Offset) * d) * a[i].s;
+        corr += m * a[i].s - float(Offset) * d * a[i].d * float(a[i].sum);
     }
     return hsum(acc) + corr;
 }

@@ -6,6 +6,8 @@
 // pair sums cannot saturate: codes <= 63, |a| <= 127).
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "kernels.h"
 
 namespace kt {
@@ -32,35 +34,82 @@ inline __m256i high_bits(const uint8_t* qh) {
     return _mm256_maskz_mov_epi8(__mmask32(h), _mm256_set1_epi8(0x10));
 }
 
+// Q8_0 as unsigned codes: w + 128 (a sign flip of each byte), offset 128.
+struct block_q8_0_as_u8 : block_q8_0 {};
+
 template <int Offset, bool HasMin, bool Five, typename B>
-float dot_32block(int nb, const void* vw, const void* va) {
-    const B* w = static_cast<const B*>(vw);
-    const block_a32* a = static_cast<const block_a32*>(va);
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0.f;
-    for (int i = 0; i < nb; ++i) {
-        __m256i u = unpack_nibbles(w[i].qs);
-        if constexpr (Five) u = _mm256_or_si256(u, high_bits(w[i].qh));
-        const float d = f16(w[i].d);
-        float m = 0.f;
-        if constexpr (HasMin) m = f16(w[i].m);
-        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(u, load(a[i].qs)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a[i].d), p, acc);
-        corr += (m - float(Offset) * d) * a[i].s;
+inline __m256i codes(const B& b) {
+    if constexpr (std::is_same_v<B, block_q8_0_as_u8>) return _mm256_xor_si256(load(b.qs), _mm256_set1_epi8(char(0x80)));
+    else {
+        __m256i u = unpack_nibbles(b.qs);
+        if constexpr (Five) u = _mm256_or_si256(u, high_bits(b.qh));
+        return u;
     }
-    return hsum(acc) + corr;
 }
 
-float dot_q8_0(int nb, const void* vw, const void* va) {
-    const block_q8_0* w = static_cast<const block_q8_0*>(vw);
-    const block_a32* a = static_cast<const block_a32*>(va);
-    __m256 acc = _mm256_setzero_ps();
-    for (int i = 0; i < nb; ++i) {
-        const __m256i q = load(w[i].qs), x = load(a[i].qs);
-        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[i].d) * a[i].d), p, acc);
+// R weight rows x N tokens of a 32-block format. Per block: each row's codes unpacked once,
+// each token's activations loaded once, R x N VPDPBUSD. w = d * (code - Offset) + m: the offset
+// comes off in the integers (each token's accumulator starts at -Offset * its 4-value sums, as
+// exact as llama.cpp's), the min adds m * s_a, kept per row in xmm lanes (one per token).
+// The matvec dot is this with R = N = 1, so a token's result never depends on its batch.
+template <int Offset, bool HasMin, bool Five, typename B, int R, int N>
+void tile_32block_rn(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, size_t a_row, float* y, size_t y_stride) {
+    __m256 acc[R][N];
+    __m128 corr[R];
+    for (int r = 0; r < R; ++r) {
+        corr[r] = _mm_setzero_ps();
+        for (int n = 0; n < N; ++n) acc[r][n] = _mm256_setzero_ps();
     }
-    return hsum(acc);
+    for (int k = 0; k < nb; ++k) {
+        __m256i av[N], start[N];
+        __m256 da[N];
+        alignas(16) float sa[4] = {};
+        for (int n = 0; n < N; ++n) {
+            const block_a32& ab = reinterpret_cast<const block_a32*>(a + a_row * n)[k];
+            av[n] = load(ab.qs);
+            da[n] = _mm256_set1_ps(ab.d);
+            sa[n] = ab.s;
+            start[n] = _mm256_setzero_si256();
+            if constexpr (Offset != 0) start[n] = _mm256_sub_epi32(start[n], dot_u8s8(_mm256_set1_epi8(char(Offset)), av[n]));
+        }
+        const __m128 sav = _mm_load_ps(sa);
+        for (int r = 0; r < R; ++r) {
+            const B& wb = reinterpret_cast<const B*>(w + w_row * r)[k];
+            const __m256i u = codes<Offset, HasMin, Five>(wb);
+            if constexpr (HasMin) corr[r] = _mm_fmadd_ps(_mm_set1_ps(f16(wb.m)), sav, corr[r]);
+            const __m256 dv = _mm256_set1_ps(f16(wb.d));
+            for (int n = 0; n < N; ++n) {
+                const __m256i lanes = _mm256_dpbusd_epi32(start[n], u, av[n]);
+                acc[r][n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lanes), da[n]), dv, acc[r][n]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        alignas(16) float c[4];
+        _mm_store_ps(c, corr[r]);
+        for (int n = 0; n < N; ++n) y[y_stride * n + r] = hsum(acc[r][n]) + c[n];
+    }
+}
+
+template <int Offset, bool HasMin, bool Five, typename B>
+float dot_32block(int nb, const void* w, const void* a) {
+    float y;
+    tile_32block_rn<Offset, HasMin, Five, B, 1, 1>(nb, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(a),
+                                                   0, &y, 0);
+    return y;
+}
+
+template <int Offset, bool HasMin, bool Five, typename B>
+void tile_32block(int nb, const uint8_t* w, size_t w_row, int R, const uint8_t* a, size_t a_row, int N, float* y,
+                  size_t y_stride) {
+    using Fn = void (*)(int, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t);
+    static constexpr Fn table[kTileSize][kTileSize] = {
+#define KT_ROW(r) {tile_32block_rn<Offset, HasMin, Five, B, r, 1>, tile_32block_rn<Offset, HasMin, Five, B, r, 2>, \
+                   tile_32block_rn<Offset, HasMin, Five, B, r, 3>, tile_32block_rn<Offset, HasMin, Five, B, r, 4>}
+        KT_ROW(1), KT_ROW(2), KT_ROW(3), KT_ROW(4)
+#undef KT_ROW
+    };
+    table[R - 1][N - 1](nb, w, w_row, a, a_row, y, y_stride);
 }
 
 template <bool Five, typename B>
@@ -162,10 +211,15 @@ const DotTable& dots_avx512() {
         t.dot[GGML_Q4_1] = dot_32block<0, true, false, block_q4_1>;
         t.dot[GGML_Q5_0] = dot_32block<16, false, true, block_q5_0>;
         t.dot[GGML_Q5_1] = dot_32block<0, true, true, block_q5_1>;
-        t.dot[GGML_Q8_0] = dot_q8_0;
+        t.dot[GGML_Q8_0] = dot_32block<128, false, false, block_q8_0_as_u8>;
         t.dot[GGML_Q4_K] = dot_qk45<false, block_q4_K>;
         t.dot[GGML_Q5_K] = dot_qk45<true, block_q5_K>;
         t.dot[GGML_Q6_K] = dot_q6_K;
+        t.tile[GGML_Q4_0] = tile_32block<8, false, false, block_q4_0>;
+        t.tile[GGML_Q4_1] = tile_32block<0, true, false, block_q4_1>;
+        t.tile[GGML_Q5_0] = tile_32block<16, false, true, block_q5_0>;
+        t.tile[GGML_Q5_1] = tile_32block<0, true, true, block_q5_1>;
+        t.tile[GGML_Q8_0] = tile_32block<128, false, false, block_q8_0_as_u8>;
         return t;
     }();
     return t;

@@ -57,6 +57,7 @@ void quantize_row_a32(const float* x, block_a32* y, int n) {
         for (int j = 0; j < QK; ++j) sum += y[i].qs[j];
         y[i].d = round_f16(d);
         y[i].s = round_f16(d * float(sum));
+        y[i].sum = sum;
     }
 }
 
@@ -91,7 +92,7 @@ int dot_u8s8(const uint8_t* u, const int8_t* a, int n) {
 
 // Weight value = d * (code - offset) + m, summed against one a32 block.
 float combine32(float d, float m, int offset, int sumi, const block_a32& a) {
-    return d * a.d * float(sumi) + (m - float(offset) * d) * a.s;
+    return d * a.d * float(sumi - offset * a.sum) + m * a.s;
 }
 
 template <int Offset, bool HasMin, bool Five, typename B>

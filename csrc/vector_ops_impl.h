@@ -95,8 +95,60 @@ void gelu_mul(float* g, const float* u, int n, const uint16_t* table) {
     }
 }
 
+// Softmax over keys [first, last] of scores `sc` (scaled here), weights rounded to f16; others set to 0.
+inline void softmax_row(float* sc, int first, int last, int end, float scale) {
+    float mx = -INFINITY;
+    for (int j = first; j <= last; ++j) mx = std::max(mx, sc[j] * scale);
+    std::fill(sc, sc + first, 0.f);
+    for (int j = first; j <= last; ++j) sc[j] = exp_approx(sc[j] * scale - mx);
+    std::fill(sc + last + 1, sc + end, 0.f);
+    double sum = 0;
+    for (int j = first; j <= last; ++j) sum += sc[j];
+    const float inv = float(1.0 / sum);
+    for (int j = first; j <= last; ++j) sc[j] *= inv;
+    round_to_f16(sc + first, last + 1 - first);
+}
+
+// Few rows (decode): each key and value row is converted once and used by all rows straight
+// from the cache, with no transposed copy of the whole cache.
+void attend_few(const AttentionRows& a, AttentionScratch& s) {
+    const int D = a.head_dim, G = a.group, n_rows = a.n * G;
+    const int hi = a.pos[a.n - 1] + 1, lo = a.window > 0 ? std::max(0, a.pos[0] - a.window + 1) : 0, S = hi - lo;
+    alignas(64) float q[2 * kRows][kMaxHeadDim], kv[kMaxHeadDim];
+    s.scores.resize(size_t(n_rows) * S);
+    for (int i = 0; i < n_rows; ++i) {
+        std::copy_n(a.q + size_t(i / G) * a.q_stride + size_t(i % G) * D, D, q[i]);
+        round_to_f16(q[i], D);
+    }
+    for (int j = 0; j < S; ++j) {
+        f16_to_f32(a.k + size_t(lo + j) * a.kv_stride, kv, D);
+        for (int i = 0; i < n_rows; ++i) {
+            float part[kTile] = {};
+            for (int d0 = 0; d0 < D; d0 += kTile)
+                for (int dd = 0; dd < kTile; ++dd) part[dd] += q[i][d0 + dd] * kv[d0 + dd];
+            float sum = 0.f;
+            for (int dd = 0; dd < kTile; ++dd) sum += part[dd];
+            s.scores[size_t(i) * S + j] = sum;
+        }
+    }
+    for (int i = 0; i < n_rows; ++i) {
+        const int p = a.pos[i / G], first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0;
+        softmax_row(s.scores.data() + size_t(i) * S, first, p - lo, S, a.scale);
+        std::fill(q[i], q[i] + D, 0.f);  // q[i] becomes row i's output accumulator
+    }
+    for (int j = 0; j < S; ++j) {
+        f16_to_f32(a.v + size_t(lo + j) * a.kv_stride, kv, D);
+        for (int i = 0; i < n_rows; ++i) {
+            const float w = s.scores[size_t(i) * S + j];
+            for (int d = 0; d < D; ++d) q[i][d] += w * kv[d];
+        }
+    }
+    for (int i = 0; i < n_rows; ++i) std::copy_n(q[i], D, a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D);
+}
+
 void attend(const AttentionRows& a, AttentionScratch& s) {
     const int D = a.head_dim, G = a.group, n_rows = a.n * G;
+    if (n_rows <= 2 * kRows) return attend_few(a, s);
     const int hi = a.pos[a.n - 1] + 1;  // keys [lo, hi) cover every row
     const int lo = a.window > 0 ? std::max(0, a.pos[0] - a.window + 1) : 0;
     const int S = hi - lo, S_pad = (S + kTile - 1) / kTile * kTile;
@@ -137,17 +189,8 @@ void attend(const AttentionRows& a, AttentionScratch& s) {
             float* sc = s.scores.data() + size_t(r) * S_pad;
             if (r >= nr) { std::fill(sc, sc + s_pad, 0.f); continue; }
             const int p = a.pos[(i0 + r) / G];
-            const int first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0, last = p - lo;  // inclusive
-            float mx = -INFINITY;
-            for (int j = first; j <= last; ++j) mx = std::max(mx, sc[j] * a.scale);
-            std::fill(sc, sc + first, 0.f);
-            for (int j = first; j <= last; ++j) sc[j] = exp_approx(sc[j] * a.scale - mx);
-            std::fill(sc + last + 1, sc + s_pad, 0.f);
-            double sum = 0;
-            for (int j = first; j <= last; ++j) sum += sc[j];
-            const float inv = float(1.0 / sum);
-            for (int j = first; j <= last; ++j) sc[j] *= inv;
-            round_to_f16(sc + first, last + 1 - first);
+            const int first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0;
+            softmax_row(sc, first, p - lo, s_pad, a.scale);
         }
         // out = weights @ V, a tile of the value's dimensions at a time.
         for (int d0 = 0; d0 < D; d0 += kTile) {

@@ -92,12 +92,14 @@ def test_chunked_prefill_equals_one_forward(smollm2_llm):
 
 
 def test_truncate_rewinds_the_sequence(smollm2_llm):
+    """Rewinding then re-running the same tokens reproduces their logits (same kernels: both batched)."""
     fused = smollm2_llm.engine.fused
     embed = smollm2_llm.engine.model.model.embed_tokens
     seq = fused.new_sequence()
-    first = fused.forward(embed(torch.tensor([1, 2, 3, 4])), [seq], [4], [3])
+    first = fused.forward(embed(torch.tensor([1, 2, 3, 4, 5, 6])), [seq], [6], [3, 4, 5])
     seq.truncate(3)
-    again = fused.forward(embed(torch.tensor([4])), [seq], [1], [0])
+    assert seq.length == 3
+    again = fused.forward(embed(torch.tensor([4, 5, 6])), [seq], [3], [0, 1, 2])
     np.testing.assert_allclose(again.numpy(), first.numpy(), rtol=0, atol=1e-4)
     with pytest.raises(ValueError):
         seq.truncate(10)

@@ -159,3 +159,17 @@ def test_env_bogus_isa_is_a_clear_error():
     out = run_with_isa("bogus")
     assert out.returncode != 0
     assert "unknown ISA 'bogus': expected one of scalar, avx2, avx512" in out.stderr
+
+
+@pytest.mark.parametrize("isa_name", ISAS)
+@pytest.mark.parametrize("qtype", FLOAT + BLOCK32 + KQUANTS, ids=lambda t: t.name)
+def test_a_token_gets_the_same_result_alone_or_in_a_batch(qtype, isa_name, isa):
+    """Batched tiles and the single-token dot do the same integer and float steps: a request's
+    output must not depend on which other requests share its batch."""
+    kernels.set_isa(isa_name)
+    rows, cols = 37, cols_for(qtype)
+    raw = make_weight(qtype, rows, cols, seed=3)
+    x = torch.randn(9, cols, generator=torch.Generator().manual_seed(1))
+    batched = kernels.matmul(raw, qtype, rows, cols, x)
+    alone = torch.cat([kernels.matmul(raw, qtype, rows, cols, x[t:t + 1]) for t in range(9)])
+    assert torch.equal(batched, alone)

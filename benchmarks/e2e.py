@@ -1,6 +1,6 @@
 """Prefill and decode speed of kt against llama.cpp (llama-cpp-python), side by side in one process.
 
-    python benchmarks/speed.py [--threads 2] [--prefill 512] [--decode 128]
+    python benchmarks/e2e.py [--threads 2] [--prefill 512] [--decode 128]
 
 Both run the same GGUF file with the same thread count; prefill is one prompt of
 --prefill tokens (logits of the last only), decode is --decode single-token steps
@@ -32,13 +32,12 @@ def prompt_ids(n: int, vocab: int) -> list[int]:
 
 
 def bench_kt(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[float, float]:
-    from kt.ops.attention import SequenceKVCache
     from kt.runtime.engine import Engine, EngineConfig
 
     engine = Engine.from_path(path, EngineConfig(threads=threads, chunk_size=n_prefill))
     ids = prompt_ids(n_prefill, engine.model.config.vocab_size)
     engine.logits(ids[:16])  # first touch: dequantize weights, warm caches
-    cache = SequenceKVCache(engine.model.config.n_layers)
+    cache = engine.new_cache()
     start = time.perf_counter()
     logits = engine._forward(ids, cache, 0, all_logits=False)
     prefill = n_prefill / (time.perf_counter() - start)

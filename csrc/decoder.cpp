@@ -198,11 +198,7 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
             if (f == ActFormat::f32 || done[int(f)]) continue;
             done[int(f)] = true;
             const size_t row = act_row_bytes(f, cols);
-            for (int t = t0; t < t1; ++t) {
-                void* dst = b.act[int(f)].data() + row * t;
-                if (f == ActFormat::a32) quantize_row_a32(x + size_t(t) * cols, static_cast<block_a32*>(dst), cols);
-                else quantize_row_aK(x + size_t(t) * cols, static_cast<block_aK*>(dst), cols);
-            }
+            for (int t = t0; t < t1; ++t) quantize_row(f, x + size_t(t) * cols, b.act[int(f)].data() + row * t, cols, isa);
         }
     };
     auto mm = [&](const WeightRef& w, const float* x, float* y, int rows_T) {
@@ -303,7 +299,7 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
     barrier.wait();
     {
         const ActFormat f = quant_traits(lm_head_.type).act;
-        quantize_part(f, b.out_h.data(), n_out, dim, b.act[int(f)].data(), tid, nth);
+        quantize_part(f, b.out_h.data(), n_out, dim, b.act[int(f)].data(), isa, tid, nth);
     }
     barrier.wait();
     const MatmulArgs a{lm_head_.data, lm_head_.type, lm_head_.rows, lm_head_.cols, b.out_h.data(), n_out, logits};

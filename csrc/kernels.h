@@ -26,10 +26,15 @@ constexpr int kTileSize = 4;
 using TileFn = void (*)(int nblocks, const uint8_t* w, size_t w_row_bytes, int n_rows,
                         const uint8_t* a, size_t a_row_bytes, int n_tok, float* y, size_t y_stride);
 
-// One DotFn (and optionally a TileFn) per ggml type, nullptr where the ISA has no kernel for it.
+// Activations of one row into their blocks (n values; a multiple of the block size).
+using QuantizeFn = void (*)(const float* x, void* blocks, int n);
+
+// One DotFn (and optionally a TileFn) per ggml type, nullptr where the ISA has no kernel for
+// it; the activation quantizers per ActFormat, nullptr for the scalar ones.
 struct DotTable {
     DotFn dot[GGML_TYPE_COUNT] = {};
     TileFn tile[GGML_TYPE_COUNT] = {};
+    QuantizeFn quantize[3] = {};
 };
 
 const QuantTraits& quant_traits(int ggml_type);  // block_size == 0: unsupported

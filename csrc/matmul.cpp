@@ -39,16 +39,17 @@ ActFormat matmul_act_format(int ggml_type, int cols) {
     return tr.act;
 }
 
-void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, int tid, int nth) {
+void quantize_row(ActFormat f, const float* x, void* dst, int n, Isa isa) {
+    if (const QuantizeFn q = dots_for(isa).quantize[int(f)]) return q(x, dst, n);
+    if (f == ActFormat::a32) quantize_row_a32(x, static_cast<block_a32*>(dst), n);
+    else if (f == ActFormat::aK) quantize_row_aK(x, static_cast<block_aK*>(dst), n);
+}
+
+void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, Isa isa, int tid, int nth) {
     if (f == ActFormat::f32) return;
     const size_t row_bytes = act_row_bytes(f, cols);
     const auto [t0, t1] = band(T, tid, nth, 1);
-    for (int t = t0; t < t1; ++t) {
-        const float* xt = x + size_t(t) * cols;
-        void* dst = act + row_bytes * t;
-        if (f == ActFormat::a32) quantize_row_a32(xt, static_cast<block_a32*>(dst), cols);
-        else quantize_row_aK(xt, static_cast<block_aK*>(dst), cols);
-    }
+    for (int t = t0; t < t1; ++t) quantize_row(f, x + size_t(t) * cols, act + row_bytes * t, cols, isa);
 }
 
 void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int nth) {
@@ -88,7 +89,7 @@ void matmul(const MatmulArgs& a, Isa isa, ThreadPool& pool) {
     SpinBarrier barrier(pool.size());
     pool.run_team([&](int tid) {
         const int nth = pool.size();
-        quantize_part(f, a.x, a.T, a.cols, act.data(), tid, nth);
+        quantize_part(f, a.x, a.T, a.cols, act.data(), isa, tid, nth);
         barrier.wait();
         matmul_part(a, act.data(), isa, tid, nth);
     });

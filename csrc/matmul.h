@@ -18,10 +18,13 @@ struct MatmulArgs {
 // Checks the type and shape; the activation format the weight wants.
 ActFormat matmul_act_format(int ggml_type, int cols);
 
+// One row of activations x [n] into format f's blocks at `dst`, with the ISA's quantizer.
+void quantize_row(ActFormat f, const float* x, void* dst, int n, Isa isa);
+
 // The two halves of a matmul as run by one thread `tid` of a team of `nth`:
 // quantize its share of x's rows into `act` (act_row_bytes per row), then,
 // after a barrier, compute its share of y's rows from the quantized x.
-void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, int tid, int nth);
+void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, Isa isa, int tid, int nth);
 void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int nth);
 
 // y = x @ W^T with the dots of `isa` (scalar for a type the ISA lacks), on the whole pool.

@@ -63,7 +63,7 @@ void tile_32block_rn(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, s
     for (int k = 0; k < nb; ++k) {
         __m256i av[N], start[N];
         __m256 da[N];
-        alignas(16) float sa[4] = {};
+        float sa[4] = {};
         for (int n = 0; n < N; ++n) {
             const block_a32& ab = reinterpret_cast<const block_a32*>(a + a_row * n)[k];
             av[n] = load(ab.qs);
@@ -72,7 +72,8 @@ void tile_32block_rn(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, s
             start[n] = _mm256_setzero_si256();
             if constexpr (Offset != 0) start[n] = _mm256_sub_epi32(start[n], dot_u8s8(_mm256_set1_epi8(char(Offset)), av[n]));
         }
-        const __m128 sav = _mm_load_ps(sa);
+        // From registers: a 16-byte load of floats just stored one by one would stall store forwarding.
+        const __m128 sav = _mm_setr_ps(sa[0], sa[1], sa[2], sa[3]);
         for (int r = 0; r < R; ++r) {
             const B& wb = reinterpret_cast<const B*>(w + w_row * r)[k];
             const __m256i u = codes<Offset, HasMin, Five>(wb);
@@ -179,6 +180,43 @@ float dot_q6_K(int nb, const void* vw, const void* va) {
     return _mm512_reduce_add_ps(acc);
 }
 
+// Activation quantization with the scalar code's exact arithmetic (d = amax / 127, x * (1 / d)
+// rounded to nearest even, d and s rounded to f16), sixteen values per step.
+inline float round_f16(float v) { return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT)); }
+
+template <int N>  // values per block
+inline float quantize_block16(const float* x, int8_t* q, int* sums16) {
+    __m512 amax = _mm512_setzero_ps();
+    for (int j = 0; j < N; j += 16) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    const float d = _mm512_reduce_max_ps(amax) / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+    for (int j = 0; j < N; j += 16) {
+        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), _mm512_set1_ps(id)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm512_cvtepi32_epi8(v));
+        sums16[j / 16] = _mm512_reduce_add_epi32(v);
+    }
+    return d;
+}
+
+void quantize_a32(const float* x, void* vy, int n) {
+    block_a32* y = static_cast<block_a32*>(vy);
+    for (int i = 0; i < n / QK; ++i, x += QK) {
+        int sums[2];
+        const float d = quantize_block16<QK>(x, y[i].qs, sums);
+        y[i].sum = sums[0] + sums[1];
+        y[i].d = round_f16(d);
+        y[i].s = round_f16(d * float(y[i].sum));
+    }
+}
+
+void quantize_aK(const float* x, void* vy, int n) {
+    block_aK* y = static_cast<block_aK*>(vy);
+    for (int i = 0; i < n / QK_K; ++i, x += QK_K) {
+        int sums[QK_K / 16];
+        y[i].d = quantize_block16<QK_K>(x, y[i].qs, sums);
+        for (int g = 0; g < QK_K / 16; ++g) y[i].bsums[g] = int16_t(sums[g]);
+    }
+}
+
 inline __m512 load16_f32(const void* w, int j) { return _mm512_loadu_ps(static_cast<const float*>(w) + j); }
 inline __m512 load16_f16(const void* w, int j) { return _mm512_cvtph_ps(load(static_cast<const uint16_t*>(w) + j)); }
 inline __m512 load16_bf16(const void* w, int j) {
@@ -215,6 +253,8 @@ const DotTable& dots_avx512() {
         t.dot[GGML_Q4_K] = dot_qk45<false, block_q4_K>;
         t.dot[GGML_Q5_K] = dot_qk45<true, block_q5_K>;
         t.dot[GGML_Q6_K] = dot_q6_K;
+        t.quantize[int(ActFormat::a32)] = quantize_a32;
+        t.quantize[int(ActFormat::aK)] = quantize_aK;
         t.tile[GGML_Q4_0] = tile_32block<8, false, false, block_q4_0>;
         t.tile[GGML_Q4_1] = tile_32block<0, true, false, block_q4_1>;
         t.tile[GGML_Q5_0] = tile_32block<16, false, true, block_q5_0>;

@@ -78,6 +78,74 @@ inline float exp_approx(float x) {
     return p * scale;
 }
 
+// Sixteen floats: one zmm, two ymm, or a plain array, so the hot loops below are written once.
+#if defined(__AVX512F__)
+struct V16 { __m512 v; };
+inline V16 vzero() { return {_mm512_setzero_ps()}; }
+inline V16 vload(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline void vstore(float* p, V16 a) { _mm512_storeu_ps(p, a.v); }
+inline V16 vfma(V16 a, float s, V16 acc) { return {_mm512_fmadd_ps(a.v, _mm512_set1_ps(s), acc.v)}; }
+inline V16 vfmav(V16 a, V16 b, V16 acc) { return {_mm512_fmadd_ps(a.v, b.v, acc.v)}; }
+inline V16 vmax(V16 a, V16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline V16 vadd(V16 a, V16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline V16 vmul(V16 a, float s) { return {_mm512_mul_ps(a.v, _mm512_set1_ps(s))}; }
+inline V16 vsub(V16 a, float s) { return {_mm512_sub_ps(a.v, _mm512_set1_ps(s))}; }
+inline float vreduce_max(V16 a) { return _mm512_reduce_max_ps(a.v); }
+inline float vreduce_add(V16 a) { return _mm512_reduce_add_ps(a.v); }
+inline V16 vexp(V16 a) {  // exp_approx, lane-wise
+    __m512 x = _mm512_min_ps(_mm512_max_ps(a.v, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504f), _mm512_set1_ps(0.5f)),
+                                          _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(c));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return {_mm512_mul_ps(p, _mm512_castsi512_ps(bits))};
+}
+#elif defined(__AVX2__)
+struct V16 { __m256 lo, hi; };
+inline V16 vzero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+inline V16 vload(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline void vstore(float* p, V16 a) { _mm256_storeu_ps(p, a.lo); _mm256_storeu_ps(p + 8, a.hi); }
+inline V16 vfma(V16 a, float s, V16 acc) {
+    const __m256 b = _mm256_set1_ps(s);
+    return {_mm256_fmadd_ps(a.lo, b, acc.lo), _mm256_fmadd_ps(a.hi, b, acc.hi)};
+}
+inline V16 vfmav(V16 a, V16 b, V16 acc) { return {_mm256_fmadd_ps(a.lo, b.lo, acc.lo), _mm256_fmadd_ps(a.hi, b.hi, acc.hi)}; }
+inline V16 vmax(V16 a, V16 b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+inline V16 vadd(V16 a, V16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+inline V16 vmul(V16 a, float s) { const __m256 b = _mm256_set1_ps(s); return {_mm256_mul_ps(a.lo, b), _mm256_mul_ps(a.hi, b)}; }
+inline V16 vsub(V16 a, float s) { const __m256 b = _mm256_set1_ps(s); return {_mm256_sub_ps(a.lo, b), _mm256_sub_ps(a.hi, b)}; }
+inline float vreduce_max(V16 a) { alignas(32) float t[8]; _mm256_store_ps(t, _mm256_max_ps(a.lo, a.hi)); float m = t[0]; for (float x : t) m = std::max(m, x); return m; }
+inline float vreduce_add(V16 a) { alignas(32) float t[8]; _mm256_store_ps(t, _mm256_add_ps(a.lo, a.hi)); float s = 0; for (float x : t) s += x; return s; }
+inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(c));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+inline V16 vexp(V16 a) { return {exp8(a.lo), exp8(a.hi)}; }
+#else
+struct V16 { float v[16]; };
+inline V16 vzero() { return {}; }
+inline V16 vload(const float* p) { V16 r; std::copy_n(p, 16, r.v); return r; }
+inline void vstore(float* p, V16 a) { std::copy_n(a.v, 16, p); }
+inline V16 vfma(V16 a, float s, V16 acc) { for (int i = 0; i < 16; ++i) acc.v[i] += a.v[i] * s; return acc; }
+inline V16 vfmav(V16 a, V16 b, V16 acc) { for (int i = 0; i < 16; ++i) acc.v[i] += a.v[i] * b.v[i]; return acc; }
+inline V16 vmax(V16 a, V16 b) { for (int i = 0; i < 16; ++i) a.v[i] = std::max(a.v[i], b.v[i]); return a; }
+inline V16 vadd(V16 a, V16 b) { for (int i = 0; i < 16; ++i) a.v[i] += b.v[i]; return a; }
+inline V16 vmul(V16 a, float s) { for (float& x : a.v) x *= s; return a; }
+inline V16 vsub(V16 a, float s) { for (float& x : a.v) x -= s; return a; }
+inline float vreduce_max(V16 a) { return *std::max_element(a.v, a.v + 16); }
+inline float vreduce_add(V16 a) { float s = 0; for (float x : a.v) s += x; return s; }
+inline V16 vexp(V16 a) { for (float& x : a.v) x = exp_approx(x); return a; }
+#endif
+
 void silu_mul(float* g, const float* u, int n) {
     for (int i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
 }
@@ -95,18 +163,31 @@ void gelu_mul(float* g, const float* u, int n, const uint16_t* table) {
     }
 }
 
-// Softmax over keys [first, last] of scores `sc` (scaled here), weights rounded to f16; others set to 0.
+// Softmax over keys [first, last] of scores `sc` (scaled here), weights rounded to f16; the
+// rest of [0, end) set to 0. Sixteen lanes at a time, the ragged ends one by one.
 inline void softmax_row(float* sc, int first, int last, int end, float scale) {
+    const int n = last + 1 - first, n16 = n / 16 * 16;
+    float* x = sc + first;
+    V16 vm = vload(x);  // n >= 16 whenever it is used
     float mx = -INFINITY;
-    for (int j = first; j <= last; ++j) mx = std::max(mx, sc[j] * scale);
+    for (int j = 0; j < n16; j += 16) vm = vmax(vm, vload(x + j));
+    if (n16) mx = vreduce_max(vm);
+    for (int j = n16; j < n; ++j) mx = std::max(mx, x[j]);
+    mx *= scale;  // scale > 0: the max of the scaled scores
+    V16 vs = vzero();
+    for (int j = 0; j < n16; j += 16) {
+        const V16 e = vexp(vsub(vmul(vload(x + j), scale), mx));
+        vstore(x + j, e);
+        vs = vadd(vs, e);
+    }
+    float sum = vreduce_add(vs);
+    for (int j = n16; j < n; ++j) sum += (x[j] = exp_approx(x[j] * scale - mx));
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n16; j += 16) vstore(x + j, vmul(vload(x + j), inv));
+    for (int j = n16; j < n; ++j) x[j] *= inv;
+    round_to_f16(x, n);
     std::fill(sc, sc + first, 0.f);
-    for (int j = first; j <= last; ++j) sc[j] = exp_approx(sc[j] * scale - mx);
     std::fill(sc + last + 1, sc + end, 0.f);
-    double sum = 0;
-    for (int j = first; j <= last; ++j) sum += sc[j];
-    const float inv = float(1.0 / sum);
-    for (int j = first; j <= last; ++j) sc[j] *= inv;
-    round_to_f16(sc + first, last + 1 - first);
 }
 
 // Few rows (decode): each key and value row is converted once and used by all rows straight
@@ -123,12 +204,9 @@ void attend_few(const AttentionRows& a, AttentionScratch& s) {
     for (int j = 0; j < S; ++j) {
         f16_to_f32(a.k + size_t(lo + j) * a.kv_stride, kv, D);
         for (int i = 0; i < n_rows; ++i) {
-            float part[kTile] = {};
-            for (int d0 = 0; d0 < D; d0 += kTile)
-                for (int dd = 0; dd < kTile; ++dd) part[dd] += q[i][d0 + dd] * kv[d0 + dd];
-            float sum = 0.f;
-            for (int dd = 0; dd < kTile; ++dd) sum += part[dd];
-            s.scores[size_t(i) * S + j] = sum;
+            V16 part = vzero();
+            for (int d0 = 0; d0 < D; d0 += kTile) part = vfmav(vload(q[i] + d0), vload(kv + d0), part);
+            s.scores[size_t(i) * S + j] = vreduce_add(part);
         }
     }
     for (int i = 0; i < n_rows; ++i) {
@@ -140,7 +218,7 @@ void attend_few(const AttentionRows& a, AttentionScratch& s) {
         f16_to_f32(a.v + size_t(lo + j) * a.kv_stride, kv, D);
         for (int i = 0; i < n_rows; ++i) {
             const float w = s.scores[size_t(i) * S + j];
-            for (int d = 0; d < D; ++d) q[i][d] += w * kv[d];
+            for (int d0 = 0; d0 < D; d0 += kTile) vstore(q[i] + d0, vfma(vload(kv + d0), w, vload(q[i] + d0)));
         }
     }
     for (int i = 0; i < n_rows; ++i) std::copy_n(q[i], D, a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D);
@@ -176,13 +254,12 @@ void attend(const AttentionRows& a, AttentionScratch& s) {
         // Scores of these rows against keys [lo, the last row's position].
         const int s_end = a.pos[(i0 + nr - 1) / G] + 1 - lo, s_pad = (s_end + kTile - 1) / kTile * kTile;
         for (int j0 = 0; j0 < s_pad; j0 += kTile) {
-            float acc[kRows][kTile] = {};
+            V16 acc[kRows] = {vzero(), vzero(), vzero(), vzero()};
             for (int d = 0; d < D; ++d) {
-                const float* kr = s.kt.data() + size_t(d) * S_pad + j0;
-                for (int r = 0; r < kRows; ++r)
-                    for (int jj = 0; jj < kTile; ++jj) acc[r][jj] += q[r][d] * kr[jj];
+                const V16 kr = vload(s.kt.data() + size_t(d) * S_pad + j0);
+                for (int r = 0; r < kRows; ++r) acc[r] = vfma(kr, q[r][d], acc[r]);
             }
-            for (int r = 0; r < kRows; ++r) std::copy(acc[r], acc[r] + kTile, s.scores.data() + size_t(r) * S_pad + j0);
+            for (int r = 0; r < kRows; ++r) vstore(s.scores.data() + size_t(r) * S_pad + j0, acc[r]);
         }
         // Softmax of each row over the keys it may see; weights outside are 0 (padded rows: all 0).
         for (int r = 0; r < kRows; ++r) {
@@ -194,17 +271,14 @@ void attend(const AttentionRows& a, AttentionScratch& s) {
         }
         // out = weights @ V, a tile of the value's dimensions at a time.
         for (int d0 = 0; d0 < D; d0 += kTile) {
-            float acc[kRows][kTile] = {};
+            V16 acc[kRows] = {vzero(), vzero(), vzero(), vzero()};
             for (int j = 0; j < s_end; ++j) {
-                const float* vr = s.v.data() + size_t(j) * D + d0;
-                for (int r = 0; r < kRows; ++r) {
-                    const float w = s.scores[size_t(r) * S_pad + j];
-                    for (int dd = 0; dd < kTile; ++dd) acc[r][dd] += w * vr[dd];
-                }
+                const V16 vr = vload(s.v.data() + size_t(j) * D + d0);
+                for (int r = 0; r < kRows; ++r) acc[r] = vfma(vr, s.scores[size_t(r) * S_pad + j], acc[r]);
             }
             for (int r = 0; r < nr; ++r) {
                 const int i = i0 + r;
-                std::copy(acc[r], acc[r] + kTile, a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D + d0);
+                vstore(a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D + d0, acc[r]);
             }
         }
     }

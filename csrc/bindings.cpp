@@ -35,7 +35,7 @@ void set_isa(const std::string& name) {
     Isa isa;
     if (name.empty()) isa = best_isa();
     else if (!parse_isa(name, &isa))
-        throw nb::value_error(("unknown ISA '" + name + "': expected one of scalar, avx2, avx512").c_str());
+        throw nb::value_error(("unknown ISA '" + name + "': expected one of scalar, avx2, avx512, amx").c_str());
     else if (!isa_supported(isa))
         throw nb::value_error(("ISA '" + name + "' is not supported by this CPU").c_str());
     state().isa = isa;
@@ -186,11 +186,11 @@ NB_MODULE(_kernels, m) {
     m.doc() = "GGUF block matmul kernels (scalar, AVX2, AVX-512 VNNI) with a thread pool.";
     m.def("matmul", &py_matmul, nb::arg("raw"), nb::arg("ggml_type"), nb::arg("rows"), nb::arg("cols"),
           nb::arg("x"), nb::arg("y"), "y[T, rows] = x[T, cols] @ W^T, W the GGUF blocks in raw.");
-    m.def("set_isa", &set_isa, nb::arg("name"), "Force an ISA (scalar, avx2, avx512); '' for the best one.");
+    m.def("set_isa", &set_isa, nb::arg("name"), "Force an ISA (scalar, avx2, avx512, amx); '' for the best one.");
     m.def("isa", [] { return std::string(isa_name(state().isa)); });
     m.def("supported_isas", [] {
         nb::list out;
-        for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+        for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::amx})
             if (isa_supported(isa)) out.append(isa_name(isa));
         return out;
     });

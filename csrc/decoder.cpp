@@ -9,6 +9,7 @@ namespace kt {
 
 const VectorOps& vector_ops(Isa isa) {
     switch (isa) {
+        case Isa::amx:
         case Isa::avx512: return vector_ops_avx512();
         case Isa::avx2: return vector_ops_avx2();
         default: return vector_ops_scalar();
@@ -72,7 +73,7 @@ struct DenseDecoder::Buffers {
     std::vector<int> chunk_of;        // chunk index of each token
     std::vector<int> chunk_start;     // first token of each chunk
     std::vector<std::vector<float>> cos, sin;  // per rope: [T, dim/2]
-    std::vector<uint8_t> act[3];      // x quantized for the next matmul, per ActFormat
+    std::vector<uint8_t> act[4];      // x quantized for the next matmul, per ActFormat
     struct Item { int chunk, kv_head, t0, t1; };
     std::vector<Item> items;          // attention work: token ranges of one chunk and key/value head
     std::unique_ptr<std::atomic<int>[]> next_item;  // per layer: the next item to take
@@ -134,7 +135,7 @@ void DenseDecoder::forward(const float* embeddings, const std::vector<SequenceCh
     b.up.resize(size_t(T) * c_.ffn_dim);
     b.out_h.resize(out_rows.size() * size_t(c_.dim));
     const int widest = std::max({c_.dim, qd, c_.ffn_dim});
-    for (ActFormat f : {ActFormat::a32, ActFormat::aK})
+    for (ActFormat f : {ActFormat::a32, ActFormat::aK, ActFormat::bf16})
         b.act[int(f)].resize(act_row_bytes(f, widest - widest % 256 + 256) * std::max<size_t>(T, 1));
 
     // Positions, rope tables (angles in double, as kt's torch reference), attention work items.
@@ -192,9 +193,9 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
 
     // Quantize rows [t0, t1) of x [., cols] for every format that the weights about to read it want.
     auto quantize_for = [&](const float* x, int cols, std::initializer_list<const WeightRef*> weights) {
-        bool done[3] = {};
+        bool done[4] = {};
         for (const WeightRef* w : weights) {
-            const ActFormat f = quant_traits(w->type).act;
+            const ActFormat f = act_format(w->type, isa, T);
             if (f == ActFormat::f32 || done[int(f)]) continue;
             done[int(f)] = true;
             const size_t row = act_row_bytes(f, cols);
@@ -203,7 +204,7 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
     };
     auto mm = [&](const WeightRef& w, const float* x, float* y, int rows_T) {
         const MatmulArgs a{w.data, w.type, w.rows, w.cols, x, rows_T, y};
-        matmul_part(a, b.act[int(quant_traits(w.type).act)].data(), isa, tid, nth);
+        matmul_part(a, b.act[int(act_format(w.type, isa, rows_T))].data(), isa, tid, nth);
     };
     auto rope = [&](float* head, int t, int r) {
         const RopeSpec& rs = c_.ropes[r];
@@ -297,13 +298,11 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
     barrier.wait();
     for (int i = o0; i < o1; ++i) rms_norm(&b.x[size_t(out_rows[i]) * dim], final_norm_, &b.out_h[size_t(i) * dim], dim, c_.norm_eps);
     barrier.wait();
-    {
-        const ActFormat f = quant_traits(lm_head_.type).act;
-        quantize_part(f, b.out_h.data(), n_out, dim, b.act[int(f)].data(), isa, tid, nth);
-    }
+    const ActFormat head_format = act_format(lm_head_.type, isa, n_out);
+    quantize_part(head_format, b.out_h.data(), n_out, dim, b.act[int(head_format)].data(), isa, tid, nth);
     barrier.wait();
     const MatmulArgs a{lm_head_.data, lm_head_.type, lm_head_.rows, lm_head_.cols, b.out_h.data(), n_out, logits};
-    matmul_part(a, b.act[int(quant_traits(lm_head_.type).act)].data(), isa, tid, nth);
+    matmul_part(a, b.act[int(head_format)].data(), isa, tid, nth);
 }
 
 }  // namespace kt

@@ -7,8 +7,8 @@
 
 namespace kt {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
-enum class ActFormat : int { f32, a32, aK };
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, amx = 3 };  // amx: AVX-512 plus AMX tiles for batches
+enum class ActFormat : int { f32, a32, aK, bf16 };
 
 // dot(w_row, a_row) over `nblocks` weight blocks; a_row is in the activation
 // format the weight type names in its traits (for float formats nblocks = cols).
@@ -34,7 +34,7 @@ using QuantizeFn = void (*)(const float* x, void* blocks, int n);
 struct DotTable {
     DotFn dot[GGML_TYPE_COUNT] = {};
     TileFn tile[GGML_TYPE_COUNT] = {};
-    QuantizeFn quantize[3] = {};
+    QuantizeFn quantize[4] = {};
 };
 
 const QuantTraits& quant_traits(int ggml_type);  // block_size == 0: unsupported
@@ -42,6 +42,13 @@ const QuantTraits& quant_traits(int ggml_type);  // block_size == 0: unsupported
 const DotTable& dots_scalar();
 const DotTable& dots_avx2();
 const DotTable& dots_avx512();
+
+// AMX (quants_amx.cpp): y[T, rows] rows [r0, r1) (multiples of 16 but r1 may be rows) from
+// bf16 activations x [T, cols]; the types it handles; f32 -> bf16 rows for it.
+constexpr int kAmxMinTokens = 16;  // fewer tokens than a tile: the AVX-512 dots are faster
+bool amx_supports(int ggml_type);
+void amx_matmul_rows(const uint8_t* w, int type, int rows, int cols, const uint16_t* x, int T, float* y, int r0, int r1);
+void quantize_bf16(const float* x, void* y, int n);
 
 // Activation quantization (scalar; once per call, O(T * cols)).
 void quantize_row_a32(const float* x, block_a32* y, int n);

@@ -16,6 +16,7 @@ constexpr int kTokenTile = 32;  // tokens swept per weight row while it is hot i
 
 const DotTable& dots_for(Isa isa) {
     switch (isa) {
+        case Isa::amx:  // below kAmxMinTokens, and for formats the tiles lack
         case Isa::avx512: return dots_avx512();
         case Isa::avx2: return dots_avx2();
         default: return dots_scalar();
@@ -39,7 +40,13 @@ ActFormat matmul_act_format(int ggml_type, int cols) {
     return tr.act;
 }
 
+ActFormat act_format(int ggml_type, Isa isa, int T) {
+    if (isa == Isa::amx && T >= kAmxMinTokens && amx_supports(ggml_type)) return ActFormat::bf16;
+    return quant_traits(ggml_type).act;
+}
+
 void quantize_row(ActFormat f, const float* x, void* dst, int n, Isa isa) {
+    if (f == ActFormat::bf16) return quantize_bf16(x, dst, n);
     if (const QuantizeFn q = dots_for(isa).quantize[int(f)]) return q(x, dst, n);
     if (f == ActFormat::a32) quantize_row_a32(x, static_cast<block_a32*>(dst), n);
     else if (f == ActFormat::aK) quantize_row_aK(x, static_cast<block_aK*>(dst), n);
@@ -60,6 +67,11 @@ void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int 
     const int nblocks = a.cols / tr.block_size;
     const size_t w_row = size_t(nblocks) * tr.type_size, act_row = act_row_bytes(tr.act, a.cols);
     const auto [r_begin, r_end] = band(a.rows, tid, nth, kRowAlign);
+    if (act_format(a.ggml_type, isa, a.T) == ActFormat::bf16) {
+        if (r_begin < r_end)
+            amx_matmul_rows(a.w, a.ggml_type, a.rows, a.cols, reinterpret_cast<const uint16_t*>(act), a.T, a.y, r_begin, r_end);
+        return;
+    }
     const TileFn tile = dots_for(isa).tile[a.ggml_type];
     if (tile && a.T > 1) {
         // A few weight rows stay in L1 while every token streams past them.
@@ -84,7 +96,8 @@ void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int 
 }
 
 void matmul(const MatmulArgs& a, Isa isa, ThreadPool& pool) {
-    const ActFormat f = matmul_act_format(a.ggml_type, a.cols);
+    matmul_act_format(a.ggml_type, a.cols);  // validates
+    const ActFormat f = act_format(a.ggml_type, isa, a.T);
     std::vector<uint8_t> act(f == ActFormat::f32 ? 0 : act_row_bytes(f, a.cols) * size_t(a.T));
     SpinBarrier barrier(pool.size());
     pool.run_team([&](int tid) {

@@ -17,6 +17,9 @@ struct MatmulArgs {
 
 // Checks the type and shape; the activation format the weight wants.
 ActFormat matmul_act_format(int ggml_type, int cols);
+// The format x must be in for a matmul of T tokens with this weight type on `isa`:
+// bf16 where the AMX tiles take the batch, else the weight type's own.
+ActFormat act_format(int ggml_type, Isa isa, int T);
 
 // One row of activations x [n] into format f's blocks at `dst`, with the ISA's quantizer.
 void quantize_row(ActFormat f, const float* x, void* dst, int n, Isa isa);

@@ -33,6 +33,7 @@ size_t act_row_bytes(ActFormat f, int cols) {
         case ActFormat::f32: return size_t(cols) * sizeof(float);
         case ActFormat::a32: return size_t(cols / QK) * sizeof(block_a32);
         case ActFormat::aK: return size_t(cols / QK_K) * sizeof(block_aK);
+        case ActFormat::bf16: return size_t(cols) * 2;
     }
     return 0;
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ENVIRONMENT = {
     "KT_HOME": "model store and settings (default ~/.kt)",
-    "KT_ISA": "force a CPU kernel ISA: scalar | avx2 | avx512 (default: the best the CPU has)",
+    "KT_ISA": "force a CPU kernel ISA: scalar | avx2 | avx512 | amx (default: the best the CPU has)",
 }
 
 

@@ -1,9 +1,10 @@
 """Native y = x @ W^T computed on GGUF blocks in place (csrc/, built as kt._kernels).
 
 x is quantized once per call to 8-bit blocks (llama.cpp's scheme) and multiplied
-by the weight blocks with integer dot products; rows are spread over a thread
-pool with the GIL released. `KT_ISA=scalar|avx2|avx512` forces an instruction
-set at import; by default the best one the CPU has is used.
+by the weight blocks with integer dot products; on CPUs with AMX, batches of 16 or
+more tokens go through bf16 tiles instead. Rows are spread over a thread pool with
+the GIL released. `KT_ISA=scalar|avx2|avx512|amx` forces an instruction set at
+import; by default the best one the CPU has is used.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def isa() -> str:
 
 
 def set_isa(name: str) -> None:
-    """Force 'scalar', 'avx2' or 'avx512' ('' = best); ValueError if unknown or unsupported."""
+    """Force 'scalar', 'avx2', 'avx512' or 'amx' ('' = best); ValueError if unknown or unsupported."""
     _lib().set_isa(name)
 
 

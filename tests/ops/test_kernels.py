@@ -8,8 +8,11 @@ output element
     |y - x @ W^T| <= sum_i |W_ri| * amax_block(i)(x_t) / 254  +  f32 slack,
 
 the slack being the worst case of float32 summation, cols * 2^-24 * (|x| @ |W|^T).
-Float formats (F32, F16, BF16) are not quantized and get the slack alone. A wrong
-nibble, scale or offset breaks this by orders of magnitude.
+Float formats (F32, F16, BF16) are not quantized and get the slack alone. On the
+AMX path (batches of at least 16 tokens) x and the dequantized W are instead rounded
+to bf16, each off by at most 2^-9 relative, so the bound there is 2^-8 (|x| @ |W|^T)
+plus the slack. A wrong nibble, scale, offset or tile layout breaks these by orders
+of magnitude.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ BLOCK32 = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]
 KQUANTS = [Q.Q4_K, Q.Q5_K, Q.Q6_K]
 ISAS = kernels.supported_isas()
 ROWS = [1, 7, 33, 257]
-TOKENS = [1, 3, 17]
+TOKENS = [1, 3, 17, 40]  # 17 and 40: AMX tiles, ragged (16 tokens per tile, two tiles per step)
 
 
 def act_block(qtype: Q) -> int:
@@ -63,9 +66,11 @@ def make_weight(qtype: Q, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(raw).view(np.uint8).reshape(rows, -1)
 
 
-def bound(x: np.ndarray, w: np.ndarray, block: int) -> np.ndarray:
+def bound(x: np.ndarray, w: np.ndarray, block: int, bf16: bool = False) -> np.ndarray:
     absw = np.abs(w)
     slack = x.shape[1] * 2.0**-24 * (np.abs(x) @ absw.T)
+    if bf16:
+        return 2.0**-8 * (np.abs(x) @ absw.T) + slack + 1e-30
     if block == 0:
         return slack + 1e-30
     amax = np.abs(x).reshape(x.shape[0], -1, block).max(axis=2)  # [T, cols / block]
@@ -92,7 +97,8 @@ def test_matches_dequantize(qtype, isa_name, isa):
             y = kernels.matmul(raw, qtype, rows, cols, x)
             assert y.shape == (T, rows) and y.dtype == torch.float32
             ref = x.double().numpy() @ w.T
-            err, tol = np.abs(y.numpy() - ref), bound(x.double().numpy(), w, act_block(qtype))
+            amx = isa_name == "amx" and T >= 16 and qtype not in FLOAT
+            err, tol = np.abs(y.numpy() - ref), bound(x.double().numpy(), w, act_block(qtype), bf16=amx)
             worst = np.unravel_index(np.argmax(err / tol), err.shape)
             assert (err <= tol).all(), f"{qtype.name} {isa_name} rows={rows} T={T}: err {err[worst]} > {tol[worst]}"
 
@@ -158,14 +164,38 @@ def test_env_forces_isa():
 def test_env_bogus_isa_is_a_clear_error():
     out = run_with_isa("bogus")
     assert out.returncode != 0
-    assert "unknown ISA 'bogus': expected one of scalar, avx2, avx512" in out.stderr
+    assert "unknown ISA 'bogus': expected one of scalar, avx2, avx512, amx" in out.stderr
+
+
+@pytest.mark.skipif("amx" in ISAS, reason="this CPU has AMX")
+def test_forcing_amx_without_it_is_a_clear_error():
+    out = run_with_isa("amx")
+    assert out.returncode != 0 and "ISA 'amx' is not supported by this CPU" in out.stderr
+
+
+@pytest.mark.skipif("amx" not in ISAS, reason="no AMX on this CPU (or the kernel refused its tile state)")
+def test_amx_batch_in_a_fresh_process():
+    """The first AMX use of a process (permission request, tile configuration on the stack) must
+    work, not crash: llama.cpp's AMX path dies exactly there on GCC 12 builds."""
+    code = (
+        "import numpy as np, torch; from gguf import GGMLQuantizationType as Q; from gguf.quants import quantize, dequantize;"
+        "from kt.ops import kernels; assert kernels.isa() == 'amx';"
+        "w = np.random.default_rng(0).standard_normal((48, 256)).astype(np.float32);"
+        "raw = np.ascontiguousarray(quantize(w, Q.Q8_0)).view(np.uint8).reshape(48, -1);"
+        "x = torch.randn(64, 256); y = kernels.matmul(raw, Q.Q8_0, 48, 256, x).numpy();"
+        "ref = x.double().numpy() @ dequantize(raw, Q.Q8_0).reshape(48, 256).T;"
+        "print(float(np.abs(y - ref).max() / np.abs(ref).max()))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KT_ISA": "amx"}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 2.0**-7
 
 
 @pytest.mark.parametrize("isa_name", ISAS)
 @pytest.mark.parametrize("qtype", FLOAT + BLOCK32 + KQUANTS, ids=lambda t: t.name)
 def test_a_token_gets_the_same_result_alone_or_in_a_batch(qtype, isa_name, isa):
     """Batched tiles and the single-token dot do the same integer and float steps: a request's
-    output must not depend on which other requests share its batch."""
+    output must not depend on which other requests share its batch. (Nine tokens: below the
+    AMX path, whose bf16 tiles round differently by design.)"""
     kernels.set_isa(isa_name)
     rows, cols = 37, cols_for(qtype)
     raw = make_weight(qtype, rows, cols, seed=3)

@@ -4,7 +4,7 @@
 
 Both run the same GGUF file with the same thread count; prefill is one prompt of
 --prefill tokens (logits of the last only), decode is --decode single-token steps
-after it. llama-cpp-python is a benchmark peer only, never a dependency of kt.
+after it (greedy), each the best of --repeats runs: this machine's timings wander. llama-cpp-python is a benchmark peer only, never a dependency of kt.
 """
 from __future__ import annotations
 
@@ -31,21 +31,23 @@ def prompt_ids(n: int, vocab: int) -> list[int]:
     return torch.randint(100, min(vocab, 30000), (n,), generator=g).tolist()
 
 
-def bench_kt(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[float, float]:
+def bench_kt(path: Path, threads: int, n_prefill: int, n_decode: int, repeats: int) -> tuple[float, float]:
     from kt.runtime.engine import Engine, EngineConfig
 
     engine = Engine.from_path(path, EngineConfig(threads=threads, chunk_size=n_prefill))
     ids = prompt_ids(n_prefill, engine.model.config.vocab_size)
-    engine.logits(ids[:16])  # first touch: dequantize weights, warm caches
-    cache = engine.new_cache()
-    start = time.perf_counter()
-    logits = engine._forward(ids, cache, 0, all_logits=False)
-    prefill = n_prefill / (time.perf_counter() - start)
-    token = int(logits.argmax())
-    start = time.perf_counter()
-    for i in range(n_decode):
-        token = int(engine._forward([token], cache, n_prefill + i, all_logits=False).argmax())
-    decode = n_decode / (time.perf_counter() - start)
+    engine.logits(ids[:16])  # first touch: page the weights in, warm caches
+    prefill = decode = 0.0
+    for _ in range(repeats):
+        cache = engine.new_cache()
+        start = time.perf_counter()
+        logits = engine._forward(ids, cache, 0, all_logits=False)
+        prefill = max(prefill, n_prefill / (time.perf_counter() - start))
+        token = int(logits.argmax())
+        start = time.perf_counter()
+        for i in range(n_decode):
+            token = int(engine._forward([token], cache, n_prefill + i, all_logits=False).argmax())
+        decode = max(decode, n_decode / (time.perf_counter() - start))
     return prefill, decode
 
 
@@ -57,23 +59,25 @@ def last_token_argmax(llm) -> int:
     return int(row.argmax())
 
 
-def bench_llama_cpp(path: Path, threads: int, n_prefill: int, n_decode: int) -> tuple[float, float]:
+def bench_llama_cpp(path: Path, threads: int, n_prefill: int, n_decode: int, repeats: int) -> tuple[float, float]:
     from llama_cpp import Llama
 
     llm = Llama(str(path), n_ctx=n_prefill + n_decode + 16, n_batch=n_prefill, n_ubatch=n_prefill,
                 n_threads=threads, n_threads_batch=threads, verbose=False, logits_all=False)
     ids = prompt_ids(n_prefill, llm.n_vocab())
     llm.eval(ids[:16])
-    llm.reset()
-    start = time.perf_counter()
-    llm.eval(ids)
-    prefill = n_prefill / (time.perf_counter() - start)
-    token = last_token_argmax(llm)
-    start = time.perf_counter()
-    for _ in range(n_decode):
-        llm.eval([token])
+    prefill = decode = 0.0
+    for _ in range(repeats):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(ids)
+        prefill = max(prefill, n_prefill / (time.perf_counter() - start))
         token = last_token_argmax(llm)
-    decode = n_decode / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(n_decode):
+            llm.eval([token])
+            token = last_token_argmax(llm)
+        decode = max(decode, n_decode / (time.perf_counter() - start))
     return prefill, decode
 
 
@@ -82,12 +86,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs, for each side")
     args = ap.parse_args()
-    print(f"threads={args.threads} prefill={args.prefill} tokens decode={args.decode} tokens, tok/s")
+    print(f"threads={args.threads} prefill={args.prefill} tokens decode={args.decode} tokens, "
+          f"best of {args.repeats}, tok/s")
     print(f"{'model':<22} {'':<10} {'kt':>9} {'llama.cpp':>10} {'kt/llama.cpp':>13}")
     for name, path in model_paths().items():
-        kt_p, kt_d = bench_kt(path, args.threads, args.prefill, args.decode)
-        ll_p, ll_d = bench_llama_cpp(path, args.threads, args.prefill, args.decode)
+        kt_p, kt_d = bench_kt(path, args.threads, args.prefill, args.decode, args.repeats)
+        ll_p, ll_d = bench_llama_cpp(path, args.threads, args.prefill, args.decode, args.repeats)
         print(f"{name:<22} {'prefill':<10} {kt_p:>9.1f} {ll_p:>10.1f} {kt_p / ll_p:>12.2f}x")
         print(f"{'':<22} {'decode':<10} {kt_d:>9.1f} {ll_d:>10.1f} {kt_d / ll_d:>12.2f}x")
 

@@ -16,14 +16,12 @@ const VectorOps& vector_ops(Isa isa) {
     }
 }
 
-const uint16_t* gelu_f16_table() {
-    static const std::vector<uint16_t> table = [] {
-        std::vector<uint16_t> t(1 << 16);
+const float* gelu_f16_table() {
+    static const std::vector<float> table = [] {
+        std::vector<float> t(1 << 16);
         for (int i = 0; i < (1 << 16); ++i) {
             const float x = fp16_to_f32(uint16_t(i));
-            const float y = 0.5f * x * (1.0f + std::tanh(0.7978845608f * x * (1.0f + 0.044715f * x * x)));
-            const _Float16 h = _Float16(y);
-            std::memcpy(&t[i], &h, 2);
+            t[i] = float(_Float16(0.5f * x * (1.0f + std::tanh(0.7978845608f * x * (1.0f + 0.044715f * x * x)))));
         }
         return t;
     }();
@@ -74,7 +72,7 @@ struct DenseDecoder::Buffers {
     std::vector<int> chunk_start;     // first token of each chunk
     std::vector<std::vector<float>> cos, sin;  // per rope: [T, dim/2]
     std::vector<uint8_t> act[4];      // x quantized for the next matmul, per ActFormat
-    struct Item { int chunk, kv_head, t0, t1; };
+    struct Item { int chunk, kv_head, h0, h1, t0, t1; };  // heads [h0, h1) of the key/value head's group
     std::vector<Item> items;          // attention work: token ranges of one chunk and key/value head
     std::unique_ptr<std::atomic<int>[]> next_item;  // per layer: the next item to take
     std::unique_ptr<SpinBarrier> barrier;
@@ -151,8 +149,12 @@ void DenseDecoder::forward(const float* embeddings, const std::vector<SequenceCh
         b.chunk_start.push_back(t);
         for (int i = 0; i < n; ++i, ++t) b.pos[t] = seq.length() + i, b.chunk_of[t] = c;
         const int per_item = std::max(min_tokens_per_item, (n + 4 * nth - 1) / (4 * nth));
+        // A short chunk (decode) has too few token ranges to share: split each group's query heads too.
+        const int G = c_.n_heads / c_.n_kv_heads, parts = n < min_tokens_per_item ? std::min(G, nth) : 1;
         for (int g = 0; g < c_.n_kv_heads; ++g)
-            for (int t0 = 0; t0 < n; t0 += per_item) b.items.push_back({c, g, t0, std::min(n, t0 + per_item)});
+            for (int p = 0; p < parts; ++p)
+                for (int t0 = 0; t0 < n; t0 += per_item)
+                    b.items.push_back({c, g, G * p / parts, G * (p + 1) / parts, t0, std::min(n, t0 + per_item)});
     }
     // Longest items (latest tokens see the most keys) first, for balance.
     std::stable_sort(b.items.begin(), b.items.end(), [](const auto& x, const auto& y) { return x.t0 > y.t0; });
@@ -250,8 +252,8 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
             const auto& it = b.items[i];
             const int first = b.chunk_start[it.chunk] + it.t0;
             KVSequence& seq = *chunks[it.chunk].seq;
-            const size_t head0 = size_t(it.kv_head) * G * D;
-            AttentionRows a{&b.q[size_t(first) * qd + head0], qd, G, &b.pos[first], it.t1 - it.t0,
+            const size_t head0 = size_t(it.kv_head * G + it.h0) * D;
+            AttentionRows a{&b.q[size_t(first) * qd + head0], qd, it.h1 - it.h0, &b.pos[first], it.t1 - it.t0,
                             seq.k(int(li)) + size_t(it.kv_head) * D, seq.v(int(li)) + size_t(it.kv_head) * D, kvd, D,
                             c_.attn_scale, L.window, &b.attn[size_t(first) * qd + head0], qd};
             ops.attend(a, b.scratch[tid]);

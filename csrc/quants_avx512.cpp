@@ -92,93 +92,137 @@ void tile_32block_rn(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, s
     }
 }
 
-template <int Offset, bool HasMin, bool Five, typename B>
-float dot_32block(int nb, const void* w, const void* a) {
-    float y;
-    tile_32block_rn<Offset, HasMin, Five, B, 1, 1>(nb, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(a),
-                                                   0, &y, 0);
-    return y;
-}
-
-template <int Offset, bool HasMin, bool Five, typename B>
-void tile_32block(int nb, const uint8_t* w, size_t w_row, int R, const uint8_t* a, size_t a_row, int N, float* y,
-                  size_t y_stride) {
+// The R x N tile of a kernel family K (K::tile<R, N>) for any R, N <= kTileSize.
+template <typename K>
+void tile_dispatch(int nb, const uint8_t* w, size_t w_row, int R, const uint8_t* a, size_t a_row, int N, float* y,
+                   size_t y_stride) {
     using Fn = void (*)(int, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t);
     static constexpr Fn table[kTileSize][kTileSize] = {
-#define KT_ROW(r) {tile_32block_rn<Offset, HasMin, Five, B, r, 1>, tile_32block_rn<Offset, HasMin, Five, B, r, 2>, \
-                   tile_32block_rn<Offset, HasMin, Five, B, r, 3>, tile_32block_rn<Offset, HasMin, Five, B, r, 4>}
+#define KT_ROW(r) {K::template tile<r, 1>, K::template tile<r, 2>, K::template tile<r, 3>, K::template tile<r, 4>}
         KT_ROW(1), KT_ROW(2), KT_ROW(3), KT_ROW(4)
 #undef KT_ROW
     };
     table[R - 1][N - 1](nb, w, w_row, a, a_row, y, y_stride);
 }
 
-template <bool Five, typename B>
-float dot_qk45(int nb, const void* vw, const void* va) {
-    const B* w = static_cast<const B*>(vw);
-    const block_aK* a = static_cast<const block_aK*>(va);
-    const __m256i m4 = _mm256_set1_epi8(0xF), sixteen = _mm256_set1_epi8(0x10);
-    __m512 acc = _mm512_setzero_ps();
-    float corr = 0.f;
-    for (int i = 0; i < nb; ++i) {
-        int sc[8], mn[8], summ = 0;
-        for (int j = 0; j < 8; ++j) {
-            scale_min_k4(j, w[i].scales, &sc[j], &mn[j]);
-            summ += mn[j] * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
-        }
-        __m256i hb = _mm256_setzero_si256();
-        if constexpr (Five) hb = load(w[i].qh);
-        __m512i sumi = _mm512_setzero_si512();
-        for (int j = 0; j < 4; ++j) {  // 64 values: sub-blocks 2j (low nibbles) and 2j+1 (high)
-            const __m256i q = load(w[i].qs + 32 * j);
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if constexpr (Five) {
-                const __mmask32 blo = _mm256_test_epi8_mask(hb, _mm256_set1_epi8(char(1 << (2 * j))));
-                const __mmask32 bhi = _mm256_test_epi8_mask(hb, _mm256_set1_epi8(char(2 << (2 * j))));
-                lo = _mm256_or_si256(lo, _mm256_maskz_mov_epi8(blo, sixteen));
-                hi = _mm256_or_si256(hi, _mm256_maskz_mov_epi8(bhi, sixteen));
-            }
-            const __m512i p = _mm512_maddubs_epi16(join(lo, hi), load512(a[i].qs + 64 * j));
-            const __m512i scv = join(_mm256_set1_epi16(int16_t(sc[2 * j])), _mm256_set1_epi16(int16_t(sc[2 * j + 1])));
-            sumi = _mm512_dpwssd_epi32(sumi, p, scv);
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16(w[i].d) * a[i].d), _mm512_cvtepi32_ps(sumi), acc);
-        corr -= f16(w[i].dmin) * a[i].d * float(summ);
-    }
-    return _mm512_reduce_add_ps(acc) + corr;
+template <typename K>
+float dot_of_tile(int nb, const void* w, const void* a) {  // one row, one token: the tile's own arithmetic
+    float y;
+    K::template tile<1, 1>(nb, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(a), 0, &y, 0);
+    return y;
 }
 
-float dot_q6_K(int nb, const void* vw, const void* va) {
-    const block_q6_K* w = static_cast<const block_q6_K*>(vw);
-    const block_aK* a = static_cast<const block_aK*>(va);
-    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
-    // Four 16-value sub-blocks per register, so each scale covers 8 int16 pair sums.
-    const __m256i spread0 = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i spread1 = _mm256_add_epi8(spread0, _mm256_set1_epi8(4));
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < nb; ++i) {
-        // The -32 of every code, folded as 32 * sum(sc * bsum).
-        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i].scales)));
-        const __m256i off = _mm256_madd_epi16(scales16, load(a[i].bsums));
-        __m512i sumi = _mm512_castsi256_si512(_mm256_mullo_epi32(off, _mm256_set1_epi32(-32)));
-        sumi = _mm512_inserti64x4(sumi, _mm256_setzero_si256(), 1);
-        for (int n = 0; n < 2; ++n) {
-            const __m512i ql = load512(w[i].ql + 64 * n);
-            const __m256i qh = load(w[i].qh + 32 * n);
-            const __m512i ha = join(qh, _mm256_srli_epi16(qh, 2)), hb = join(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
-            const __m512i ua = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(ha, m2), 4));
-            const __m512i ub = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_slli_epi16(_mm512_and_si512(hb, m2), 4));
-            const __m256i sc = _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[i].scales + 8 * n)));
-            const __m512i sca = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, spread0));
-            const __m512i scb = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, spread1));
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ua, load512(a[i].qs + 128 * n)), sca);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ub, load512(a[i].qs + 128 * n + 64)), scb);
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16(w[i].d) * a[i].d), _mm512_cvtepi32_ps(sumi), acc);
+template <int Offset, bool HasMin, bool Five, typename B>
+struct Block32 {
+    template <int R, int N>
+    static void tile(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, size_t a_row, float* y, size_t y_stride) {
+        tile_32block_rn<Offset, HasMin, Five, B, R, N>(nb, w, w_row, a, a_row, y, y_stride);
     }
-    return _mm512_reduce_add_ps(acc);
+};
+
+// R weight rows x N tokens of a K-quant. Per super-block each row's codes and sub-block
+// scales are unpacked once (K::Weights), then every token multiplies them (K::accumulate).
+template <typename K, int R, int N>
+void tile_kquant(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, size_t a_row, float* y, size_t y_stride) {
+    __m512 acc[R][N];
+    float corr[R][N] = {};
+    for (int r = 0; r < R; ++r)
+        for (int n = 0; n < N; ++n) acc[r][n] = _mm512_setzero_ps();
+    for (int i = 0; i < nb; ++i) {
+        for (int r = 0; r < R; ++r) {
+            const typename K::Weights wt(reinterpret_cast<const typename K::Block*>(w + w_row * r)[i]);
+            for (int n = 0; n < N; ++n)
+                wt.accumulate(reinterpret_cast<const block_aK*>(a + a_row * n)[i], acc[r][n], corr[r][n]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int n = 0; n < N; ++n) y[y_stride * n + r] = _mm512_reduce_add_ps(acc[r][n]) + corr[r][n];
 }
+
+// Q4_K / Q5_K: 512-bit, two 32-value sub-blocks per register; VPMADDUBSW then VPDPWSSD with
+// the sub-block scales (the int16 pair sums cannot saturate: codes <= 31, |a| <= 127).
+template <bool Five, typename B>
+struct QK45 {
+    using Block = B;
+    struct Weights {
+        __m512i u[4], scv[4];
+        int mn[8];
+        float d, dmin;
+        explicit Weights(const B& b) : d(f16(b.d)), dmin(f16(b.dmin)) {
+            const __m256i m4 = _mm256_set1_epi8(0xF), sixteen = _mm256_set1_epi8(0x10);
+            __m256i hb = _mm256_setzero_si256();
+            if constexpr (Five) hb = load(b.qh);
+            int sc[8];
+            for (int j = 0; j < 8; ++j) scale_min_k4(j, b.scales, &sc[j], &mn[j]);
+            for (int j = 0; j < 4; ++j) {  // 64 values: sub-blocks 2j (low nibbles) and 2j+1 (high)
+                const __m256i q = load(b.qs + 32 * j);
+                __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if constexpr (Five) {
+                    const __mmask32 blo = _mm256_test_epi8_mask(hb, _mm256_set1_epi8(char(1 << (2 * j))));
+                    const __mmask32 bhi = _mm256_test_epi8_mask(hb, _mm256_set1_epi8(char(2 << (2 * j))));
+                    lo = _mm256_or_si256(lo, _mm256_maskz_mov_epi8(blo, sixteen));
+                    hi = _mm256_or_si256(hi, _mm256_maskz_mov_epi8(bhi, sixteen));
+                }
+                u[j] = join(lo, hi);
+                scv[j] = join(_mm256_set1_epi16(int16_t(sc[2 * j])), _mm256_set1_epi16(int16_t(sc[2 * j + 1])));
+            }
+        }
+        void accumulate(const block_aK& a, __m512& acc, float& corr) const {
+            __m512i sumi = _mm512_setzero_si512();
+            for (int j = 0; j < 4; ++j) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u[j], load512(a.qs + 64 * j)), scv[j]);
+            int summ = 0;
+            for (int j = 0; j < 8; ++j) summ += mn[j] * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d * a.d), _mm512_cvtepi32_ps(sumi), acc);
+            corr -= dmin * a.d * float(summ);
+        }
+    };
+    template <int R, int N>
+    static void tile(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, size_t a_row, float* y, size_t y_stride) {
+        tile_kquant<QK45, R, N>(nb, w, w_row, a, a_row, y, y_stride);
+    }
+};
+
+// Q6_K: four 16-value sub-blocks per register, so each scale covers 8 int16 pair sums; the
+// -32 of every code is folded in as -32 * sum(sc * bsum).
+struct Q6K {
+    using Block = block_q6_K;
+    struct Weights {
+        __m512i ua[2], ub[2], sca[2], scb[2];
+        __m256i scales16;
+        float d;
+        explicit Weights(const block_q6_K& b) : d(f16(b.d)) {
+            const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
+            const __m256i spread0 = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                     2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            const __m256i spread1 = _mm256_add_epi8(spread0, _mm256_set1_epi8(4));
+            scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+            for (int n = 0; n < 2; ++n) {
+                const __m512i ql = load512(b.ql + 64 * n);
+                const __m256i qh = load(b.qh + 32 * n);
+                const __m512i ha = join(qh, _mm256_srli_epi16(qh, 2)), hb = join(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
+                ua[n] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(ha, m2), 4));
+                ub[n] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_slli_epi16(_mm512_and_si512(hb, m2), 4));
+                const __m256i sc = _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.scales + 8 * n)));
+                sca[n] = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, spread0));
+                scb[n] = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, spread1));
+            }
+        }
+        void accumulate(const block_aK& a, __m512& acc, float&) const {
+            const __m256i off = _mm256_madd_epi16(scales16, load(a.bsums));
+            __m512i sumi = _mm512_castsi256_si512(_mm256_mullo_epi32(off, _mm256_set1_epi32(-32)));
+            sumi = _mm512_inserti64x4(sumi, _mm256_setzero_si256(), 1);
+            for (int n = 0; n < 2; ++n) {
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ua[n], load512(a.qs + 128 * n)), sca[n]);
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ub[n], load512(a.qs + 128 * n + 64)), scb[n]);
+            }
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d * a.d), _mm512_cvtepi32_ps(sumi), acc);
+        }
+    };
+    template <int R, int N>
+    static void tile(int nb, const uint8_t* w, size_t w_row, const uint8_t* a, size_t a_row, float* y, size_t y_stride) {
+        tile_kquant<Q6K, R, N>(nb, w, w_row, a, a_row, y, y_stride);
+    }
+};
 
 // Activation quantization with the scalar code's exact arithmetic (d = amax / 127, x * (1 / d)
 // rounded to nearest even, d and s rounded to f16), sixteen values per step.
@@ -245,21 +289,31 @@ const DotTable& dots_avx512() {
         t.dot[GGML_F32] = dot_float<load16_f32, load1_f32>;
         t.dot[GGML_F16] = dot_float<load16_f16, load1_f16>;
         t.dot[GGML_BF16] = dot_float<load16_bf16, load1_bf16>;
-        t.dot[GGML_Q4_0] = dot_32block<8, false, false, block_q4_0>;
-        t.dot[GGML_Q4_1] = dot_32block<0, true, false, block_q4_1>;
-        t.dot[GGML_Q5_0] = dot_32block<16, false, true, block_q5_0>;
-        t.dot[GGML_Q5_1] = dot_32block<0, true, true, block_q5_1>;
-        t.dot[GGML_Q8_0] = dot_32block<128, false, false, block_q8_0_as_u8>;
-        t.dot[GGML_Q4_K] = dot_qk45<false, block_q4_K>;
-        t.dot[GGML_Q5_K] = dot_qk45<true, block_q5_K>;
-        t.dot[GGML_Q6_K] = dot_q6_K;
+        using Q4_0 = Block32<8, false, false, block_q4_0>;
+        using Q4_1 = Block32<0, true, false, block_q4_1>;
+        using Q5_0 = Block32<16, false, true, block_q5_0>;
+        using Q5_1 = Block32<0, true, true, block_q5_1>;
+        using Q8_0 = Block32<128, false, false, block_q8_0_as_u8>;
+        using Q4_K = QK45<false, block_q4_K>;
+        using Q5_K = QK45<true, block_q5_K>;
+        t.dot[GGML_Q4_0] = dot_of_tile<Q4_0>;
+        t.dot[GGML_Q4_1] = dot_of_tile<Q4_1>;
+        t.dot[GGML_Q5_0] = dot_of_tile<Q5_0>;
+        t.dot[GGML_Q5_1] = dot_of_tile<Q5_1>;
+        t.dot[GGML_Q8_0] = dot_of_tile<Q8_0>;
+        t.dot[GGML_Q4_K] = dot_of_tile<Q4_K>;
+        t.dot[GGML_Q5_K] = dot_of_tile<Q5_K>;
+        t.dot[GGML_Q6_K] = dot_of_tile<Q6K>;
+        t.tile[GGML_Q4_0] = tile_dispatch<Q4_0>;
+        t.tile[GGML_Q4_1] = tile_dispatch<Q4_1>;
+        t.tile[GGML_Q5_0] = tile_dispatch<Q5_0>;
+        t.tile[GGML_Q5_1] = tile_dispatch<Q5_1>;
+        t.tile[GGML_Q8_0] = tile_dispatch<Q8_0>;
+        t.tile[GGML_Q4_K] = tile_dispatch<Q4_K>;
+        t.tile[GGML_Q5_K] = tile_dispatch<Q5_K>;
+        t.tile[GGML_Q6_K] = tile_dispatch<Q6K>;
         t.quantize[int(ActFormat::a32)] = quantize_a32;
         t.quantize[int(ActFormat::aK)] = quantize_aK;
-        t.tile[GGML_Q4_0] = tile_32block<8, false, false, block_q4_0>;
-        t.tile[GGML_Q4_1] = tile_32block<0, true, false, block_q4_1>;
-        t.tile[GGML_Q5_0] = tile_32block<16, false, true, block_q5_0>;
-        t.tile[GGML_Q5_1] = tile_32block<0, true, true, block_q5_1>;
-        t.tile[GGML_Q8_0] = tile_32block<128, false, false, block_q8_0_as_u8>;
         return t;
     }();
     return t;

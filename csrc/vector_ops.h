@@ -35,13 +35,15 @@ struct VectorOps {
     void (*to_f16)(const float* x, uint16_t* y, int n);
     void (*silu_mul)(float* g, const float* u, int n);  // g = silu(g) * u
     // g = gelu_tanh(g) * u, gelu looked up in a table over all f16 inputs as llama.cpp does
-    void (*gelu_mul)(float* g, const float* u, int n, const uint16_t* gelu_table);
+    void (*gelu_mul)(float* g, const float* u, int n, const float* gelu_table);
 };
 
 const VectorOps& vector_ops_scalar();
 const VectorOps& vector_ops_avx2();
 const VectorOps& vector_ops_avx512();
 const VectorOps& vector_ops(Isa isa);
-const uint16_t* gelu_f16_table();  // 65536 entries, indexed by the f16 bits of the input
+// 65536 entries indexed by the f16 bits of the input: gelu of that f16 value, rounded to f16
+// (llama.cpp's table) and held as f32 so that a lookup needs no conversion.
+const float* gelu_f16_table();
 
 }  // namespace kt

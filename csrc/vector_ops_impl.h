@@ -150,14 +150,14 @@ void silu_mul(float* g, const float* u, int n) {
     for (int i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
 }
 
-void gelu_mul(float* g, const float* u, int n, const uint16_t* table) {
+void gelu_mul(float* g, const float* u, int n, const float* table) {
     uint16_t h[256];
     for (int i0 = 0; i0 < n; i0 += 256) {
         const int m = std::min(256, n - i0);
         to_f16(g + i0, h, m);
         for (int i = 0; i < m; ++i) {
             const float x = g[i0 + i];
-            const float y = x <= -10.f ? 0.f : x >= 10.f ? x : fp16_to_f32(table[h[i]]);
+            const float y = x <= -10.f ? 0.f : x >= 10.f ? x : table[h[i]];
             g[i0 + i] = y * u[i0 + i];
         }
     }

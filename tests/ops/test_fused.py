@@ -92,17 +92,19 @@ def test_chunked_prefill_equals_one_forward(smollm2_llm):
 
 
 def test_truncate_rewinds_the_sequence(smollm2_llm):
-    """Rewinding then re-running the same tokens reproduces their logits (same kernels: both batched)."""
+    """Rewinding then re-running the same tokens reproduces their logits. Both runs are batches
+    (at least 16 tokens) so that they take the same kernels, whose rounding is then identical."""
     fused = smollm2_llm.engine.fused
     embed = smollm2_llm.engine.model.model.embed_tokens
+    ids = list(range(2000, 2040))
     seq = fused.new_sequence()
-    first = fused.forward(embed(torch.tensor([1, 2, 3, 4, 5, 6])), [seq], [6], [3, 4, 5])
-    seq.truncate(3)
-    assert seq.length == 3
-    again = fused.forward(embed(torch.tensor([4, 5, 6])), [seq], [3], [0, 1, 2])
+    first = fused.forward(embed(torch.tensor(ids)), [seq], [40], range(20, 40))
+    seq.truncate(20)
+    assert seq.length == 20
+    again = fused.forward(embed(torch.tensor(ids[20:])), [seq], [20], range(20))
     np.testing.assert_allclose(again.numpy(), first.numpy(), rtol=0, atol=1e-4)
     with pytest.raises(ValueError):
-        seq.truncate(10)
+        seq.truncate(41)  # past the end
 
 
 def test_bad_calls_are_value_errors(smollm2_llm):

@@ -48,13 +48,6 @@ inline std::pair<int, int> band(int n, int tid, int nth) {
     return {int(int64_t(n) * tid / nth), int(int64_t(n) * (tid + 1) / nth)};
 }
 
-void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
-    double sum = 0;  // in double, as llama.cpp does
-    for (int i = 0; i < n; ++i) sum += double(x[i]) * x[i];
-    const float scale = 1.0f / std::sqrt(float(sum / n) + eps);
-    for (int i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
-}
-
 void check_weight(const WeightRef& w, int rows, int cols, const char* what) {
     if (!w.data || w.rows != rows || w.cols != cols)
         throw std::invalid_argument(std::string("DenseDecoder: ") + what + " has the wrong shape");
@@ -222,7 +215,7 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
         }
     };
 
-    for (int t = t0; t < t1; ++t) rms_norm(&b.x[size_t(t) * dim], layers_[0].attn_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
+    for (int t = t0; t < t1; ++t) ops.rms_norm(&b.x[size_t(t) * dim], layers_[0].attn_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
     for (size_t li = 0; li < layers_.size(); ++li) {
         const DecoderLayer& L = layers_[li];
         quantize_for(b.h.data(), dim, {&L.q, &L.k, &L.v});
@@ -235,12 +228,12 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
         for (int t = t0; t < t1; ++t) {
             for (int h = 0; h < H; ++h) {
                 float* qh = &b.q[size_t(t) * qd + size_t(h) * D];
-                if (L.q_norm) rms_norm(qh, L.q_norm, qh, D, c_.norm_eps);
+                if (L.q_norm) ops.rms_norm(qh, L.q_norm, qh, D, c_.norm_eps);
                 rope(qh, t, L.rope);
             }
             for (int h = 0; h < Hkv; ++h) {
                 float* kh = &b.k[size_t(t) * kvd + size_t(h) * D];
-                if (L.k_norm) rms_norm(kh, L.k_norm, kh, D, c_.norm_eps);
+                if (L.k_norm) ops.rms_norm(kh, L.k_norm, kh, D, c_.norm_eps);
                 rope(kh, t, L.rope);
             }
             KVSequence& seq = *chunks[b.chunk_of[t]].seq;
@@ -265,10 +258,10 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
         barrier.wait();
         for (int t = t0; t < t1; ++t) {
             float* p = &b.proj[size_t(t) * dim];
-            if (L.post_attn_norm) rms_norm(p, L.post_attn_norm, p, dim, c_.norm_eps);
+            if (L.post_attn_norm) ops.rms_norm(p, L.post_attn_norm, p, dim, c_.norm_eps);
             float* x = &b.x[size_t(t) * dim];
             for (int i = 0; i < dim; ++i) x[i] += p[i];
-            rms_norm(x, L.ffn_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
+            ops.rms_norm(x, L.ffn_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
         }
         quantize_for(b.h.data(), dim, {&L.gate, &L.up});
         barrier.wait();
@@ -288,17 +281,17 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
         const float* next_norm = li + 1 < layers_.size() ? layers_[li + 1].attn_norm : nullptr;
         for (int t = t0; t < t1; ++t) {
             float* p = &b.proj[size_t(t) * dim];
-            if (L.post_ffn_norm) rms_norm(p, L.post_ffn_norm, p, dim, c_.norm_eps);
+            if (L.post_ffn_norm) ops.rms_norm(p, L.post_ffn_norm, p, dim, c_.norm_eps);
             float* x = &b.x[size_t(t) * dim];
             for (int i = 0; i < dim; ++i) x[i] += p[i];
-            if (next_norm) rms_norm(x, next_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
+            if (next_norm) ops.rms_norm(x, next_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
         }
     }
     // Final norm and the output head, for the rows that want logits.
     const int n_out = int(out_rows.size());
     const auto [o0, o1] = band(n_out, tid, nth);
     barrier.wait();
-    for (int i = o0; i < o1; ++i) rms_norm(&b.x[size_t(out_rows[i]) * dim], final_norm_, &b.out_h[size_t(i) * dim], dim, c_.norm_eps);
+    for (int i = o0; i < o1; ++i) ops.rms_norm(&b.x[size_t(out_rows[i]) * dim], final_norm_, &b.out_h[size_t(i) * dim], dim, c_.norm_eps);
     barrier.wait();
     const ActFormat head_format = act_format(lm_head_.type, isa, n_out);
     quantize_part(head_format, b.out_h.data(), n_out, dim, b.act[int(head_format)].data(), isa, tid, nth);

@@ -228,15 +228,14 @@ struct Q6K {
 // rounded to nearest even, d and s rounded to f16), sixteen values per step.
 inline float round_f16(float v) { return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT)); }
 
-template <int N>  // values per block
-inline float quantize_block16(const float* x, int8_t* q, int* sums16) {
+template <int N>  // values per block; q16[g]: the codes of values 16g .. 16g + 15 as int32
+inline float quantize_block16(const float* x, int8_t* q, __m512i* q16) {
     __m512 amax = _mm512_setzero_ps();
     for (int j = 0; j < N; j += 16) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
     const float d = _mm512_reduce_max_ps(amax) / 127.f, id = d != 0.f ? 1.f / d : 0.f;
     for (int j = 0; j < N; j += 16) {
-        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), _mm512_set1_ps(id)));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm512_cvtepi32_epi8(v));
-        sums16[j / 16] = _mm512_reduce_add_epi32(v);
+        q16[j / 16] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), _mm512_set1_ps(id)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm512_cvtepi32_epi8(q16[j / 16]));
     }
     return d;
 }
@@ -244,9 +243,9 @@ inline float quantize_block16(const float* x, int8_t* q, int* sums16) {
 void quantize_a32(const float* x, void* vy, int n) {
     block_a32* y = static_cast<block_a32*>(vy);
     for (int i = 0; i < n / QK; ++i, x += QK) {
-        int sums[2];
-        const float d = quantize_block16<QK>(x, y[i].qs, sums);
-        y[i].sum = sums[0] + sums[1];
+        __m512i q16[2];
+        const float d = quantize_block16<QK>(x, y[i].qs, q16);
+        y[i].sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q16[0], q16[1]));
         y[i].d = round_f16(d);
         y[i].s = round_f16(d * float(y[i].sum));
     }
@@ -255,9 +254,9 @@ void quantize_a32(const float* x, void* vy, int n) {
 void quantize_aK(const float* x, void* vy, int n) {
     block_aK* y = static_cast<block_aK*>(vy);
     for (int i = 0; i < n / QK_K; ++i, x += QK_K) {
-        int sums[QK_K / 16];
-        y[i].d = quantize_block16<QK_K>(x, y[i].qs, sums);
-        for (int g = 0; g < QK_K / 16; ++g) y[i].bsums[g] = int16_t(sums[g]);
+        __m512i q16[QK_K / 16];
+        y[i].d = quantize_block16<QK_K>(x, y[i].qs, q16);
+        for (int g = 0; g < QK_K / 16; ++g) y[i].bsums[g] = int16_t(_mm512_reduce_add_epi32(q16[g]));
     }
 }
 

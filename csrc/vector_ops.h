@@ -34,6 +34,7 @@ struct VectorOps {
     void (*attend)(const AttentionRows&, AttentionScratch&);
     void (*to_f16)(const float* x, uint16_t* y, int n);
     void (*silu_mul)(float* g, const float* u, int n);  // g = silu(g) * u
+    void (*rms_norm)(const float* x, const float* w, float* y, int n, float eps);  // y = x / rms(x) * w (y may be x)
     // g = gelu_tanh(g) * u, gelu looked up in a table over all f16 inputs as llama.cpp does
     void (*gelu_mul)(float* g, const float* u, int n, const float* gelu_table);
 };

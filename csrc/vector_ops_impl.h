@@ -147,7 +147,29 @@ inline V16 vexp(V16 a) { for (float& x : a.v) x = exp_approx(x); return a; }
 #endif
 
 void silu_mul(float* g, const float* u, int n) {
-    for (int i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {  // g / (1 + exp(-g)) * u
+        const V16 x = vload(g + i), e = vexp(vmul(x, -1.f));
+        alignas(64) float t[16], xs[16], es[16];
+        vstore(xs, x);
+        vstore(es, e);
+        for (int j = 0; j < 16; ++j) t[j] = xs[j] / (1.0f + es[j]) * u[i + j];
+        vstore(g + i, vload(t));
+    }
+    for (; i < n; ++i) g[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+}
+
+void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
+    V16 acc = vzero();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const V16 v = vload(x + i);
+        acc = vfmav(v, v, acc);
+    }
+    double sum = vreduce_add(acc);
+    for (; i < n; ++i) sum += double(x[i]) * x[i];
+    const float scale = 1.0f / std::sqrt(float(sum / n) + eps);
+    for (i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
 }
 
 void gelu_mul(float* g, const float* u, int n, const float* table) {
@@ -284,7 +306,7 @@ void attend(const AttentionRows& a, AttentionScratch& s) {
     }
 }
 
-constexpr VectorOps kOps{attend, to_f16, silu_mul, gelu_mul};
+constexpr VectorOps kOps{attend, to_f16, silu_mul, rms_norm, gelu_mul};
 
 }  // namespace
 }  // namespace kt

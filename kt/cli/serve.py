@@ -15,7 +15,7 @@ def serve(
     port: int = typer.Option(10002, help="TCP port"),
     max_new_tokens: int = typer.Option(1024, help="default and upper bound of generated tokens per request"),
     chunk_size: int = typer.Option(512, help="most prompt tokens in one forward"),
-    threads: Optional[int] = typer.Option(None, "--cpu-infer", "--threads", help="CPU threads (default: torch's)"),
+    threads: Optional[int] = typer.Option(None, "--cpu-infer", "--threads", help="CPU threads for the kernels (default: the physical cores)"),
     served_name: Optional[str] = typer.Option(None, help="model id shown to clients"),
 ) -> None:
     """Serve MODEL over the OpenAI API (chat completions, streaming)."""

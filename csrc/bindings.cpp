@@ -206,7 +206,7 @@ NB_MODULE(_kernels, m) {
     });
     nb::class_<KVSequence>(m, "KVSequence", "One sequence's f16 keys and values, per layer.")
         .def("__init__", [](KVSequence* self, PyDecoder& d) {
-            new (self) KVSequence(d.decoder->n_layers(), d.decoder->config().n_kv_heads * d.decoder->config().head_dim);
+            new (self) KVSequence(d.decoder->n_layers(), d.decoder->config().n_kv_heads, d.decoder->config().head_dim);
         }, nb::arg("decoder"))
         .def_prop_ro("length", &KVSequence::length)
         .def_prop_ro("capacity", &KVSequence::capacity)

@@ -34,10 +34,16 @@ void KVSequence::set_length(int n) {
 }
 
 void KVSequence::reserve(int tokens) {
-    if (tokens <= capacity_) return;
-    const int capacity = std::max(tokens, capacity_ + capacity_ / 2 + 256);  // amortised growth
-    for (auto* cache : {&k_, &v_})
-        for (auto& layer : *cache) layer.resize(size_t(capacity) * row_);
+    constexpr int kSpare = 16;  // one whole key tile past the last key
+    if (tokens + kSpare <= capacity_) return;
+    const int capacity = (std::max(tokens + kSpare, capacity_ + capacity_ / 2 + 256) + 15) / 16 * 16;  // amortised growth
+    for (auto& layer : v_) layer.resize(size_t(capacity) * row());
+    for (auto& layer : k_) {  // each (head, dimension) row of keys moves to its new stride
+        std::vector<uint16_t> grown(size_t(capacity) * row());
+        for (int r = 0; capacity_ && r < row(); ++r)
+            std::copy_n(layer.data() + size_t(r) * capacity_, length_, grown.data() + size_t(r) * capacity);
+        layer.swap(grown);
+    }
     capacity_ = capacity;
 }
 
@@ -183,6 +189,7 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
     const VectorOps& ops = vector_ops(isa);
     const int T = b.T, D = c_.head_dim, H = c_.n_heads, Hkv = c_.n_kv_heads, G = H / Hkv;
     const int qd = H * D, kvd = Hkv * D, dim = c_.dim, ffn = c_.ffn_dim;
+    std::vector<uint16_t> k16(kvd);  // one token's keys in f16, before they are spread over the transposed cache
     const auto [t0, t1] = band(T, tid, nth);
     SpinBarrier& barrier = *b.barrier;
 
@@ -237,7 +244,9 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
                 rope(kh, t, L.rope);
             }
             KVSequence& seq = *chunks[b.chunk_of[t]].seq;
-            ops.to_f16(&b.k[size_t(t) * kvd], seq.k(int(li)) + size_t(b.pos[t]) * kvd, kvd);
+            ops.to_f16(&b.k[size_t(t) * kvd], k16.data(), kvd);
+            uint16_t* kt = seq.kt(int(li)) + b.pos[t];
+            for (int i = 0; i < kvd; ++i) kt[size_t(i) * seq.capacity()] = k16[i];
             ops.to_f16(&b.v[size_t(t) * kvd], seq.v(int(li)) + size_t(b.pos[t]) * kvd, kvd);
         }
         barrier.wait();
@@ -247,7 +256,8 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
             KVSequence& seq = *chunks[it.chunk].seq;
             const size_t head0 = size_t(it.kv_head * G + it.h0) * D;
             AttentionRows a{&b.q[size_t(first) * qd + head0], qd, it.h1 - it.h0, &b.pos[first], it.t1 - it.t0,
-                            seq.k(int(li)) + size_t(it.kv_head) * D, seq.v(int(li)) + size_t(it.kv_head) * D, kvd, D,
+                            seq.kt(int(li)) + size_t(it.kv_head) * D * seq.capacity(), seq.capacity(),
+                            seq.v(int(li)) + size_t(it.kv_head) * D, kvd, D,
                             c_.attn_scale, L.window, &b.attn[size_t(first) * qd + head0], qd};
             ops.attend(a, b.scratch[tid]);
         }

@@ -48,21 +48,24 @@ struct DecoderConfig {
     std::vector<RopeSpec> ropes;
 };
 
-// One sequence's keys and values, f16, per layer [capacity, n_kv_heads * head_dim].
+// One sequence's keys and values, f16, per layer: keys transposed [n_kv_heads, head_dim,
+// capacity] (a tile of consecutive keys is one load), values [capacity, n_kv_heads * head_dim].
+// The capacity keeps 16 spare keys past the length: attention reads whole 16-key tiles.
 class KVSequence {
 public:
-    KVSequence(int n_layers, int row) : row_(row), k_(n_layers), v_(n_layers) {}
+    KVSequence(int n_layers, int n_kv_heads, int head_dim)
+        : n_kv_heads_(n_kv_heads), head_dim_(head_dim), k_(n_layers), v_(n_layers) {}
     int length() const { return length_; }
     void set_length(int n);  // drop tokens past n (n <= length)
     int capacity() const { return capacity_; }
-    int row() const { return row_; }
+    int row() const { return n_kv_heads_ * head_dim_; }
     void reserve(int tokens);
-    uint16_t* k(int layer) { return k_[layer].data(); }
+    uint16_t* kt(int layer) { return k_[layer].data(); }  // dimension d of key j of head h: [(h * head_dim + d) * capacity + j]
     uint16_t* v(int layer) { return v_[layer].data(); }
     void advance(int n) { length_ += n; }
 
 private:
-    int row_, length_ = 0, capacity_ = 0;
+    int n_kv_heads_, head_dim_, length_ = 0, capacity_ = 0;
     std::vector<std::vector<uint16_t>> k_, v_;
 };
 

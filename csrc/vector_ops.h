@@ -11,16 +11,19 @@ namespace kt {
 
 // Query heads [head0, head0 + group) of tokens [0, n) over the cache of their
 // shared key/value head. Row i of the problem is token i / group, head i % group.
+// Keys are stored transposed (dimension-major), so a tile of consecutive keys is one
+// contiguous load; values are stored key-major.
 struct AttentionRows {
     const float* q;       // head0 of token 0 (after rope); token t at q + t * q_stride
     int q_stride;
-    int group;            // query heads sharing this key/value head
+    int group;            // query heads in this problem (sharing one key/value head)
     const int* pos;       // [n] position of each token, increasing
     int n;
-    const uint16_t* k;    // key j of this head at k + j * kv_stride (f16)
-    const uint16_t* v;
-    int kv_stride;
-    int head_dim;
+    const uint16_t* kt;   // dimension d of key j at kt + d * kt_stride + j (f16)
+    int kt_stride;        // >= every key read, rounded up to whole tiles of 16 keys
+    const uint16_t* v;    // value j at v + j * v_stride (f16)
+    int v_stride;
+    int head_dim;         // a multiple of 16
     float scale;
     int window;           // a row at p sees keys p - window < j <= p; 0: all j <= p
     float* out;           // laid out like q
@@ -28,7 +31,7 @@ struct AttentionRows {
 };
 
 // Per-thread scratch, grown as needed and reused across calls.
-struct AttentionScratch { std::vector<float> kt, v, scores; };
+struct AttentionScratch { std::vector<float> scores; };
 
 struct VectorOps {
     void (*attend)(const AttentionRows&, AttentionScratch&);

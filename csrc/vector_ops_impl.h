@@ -83,6 +83,7 @@ inline float exp_approx(float x) {
 struct V16 { __m512 v; };
 inline V16 vzero() { return {_mm512_setzero_ps()}; }
 inline V16 vload(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline V16 vload_f16(const uint16_t* p) { return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))}; }
 inline void vstore(float* p, V16 a) { _mm512_storeu_ps(p, a.v); }
 inline V16 vfma(V16 a, float s, V16 acc) { return {_mm512_fmadd_ps(a.v, _mm512_set1_ps(s), acc.v)}; }
 inline V16 vfmav(V16 a, V16 b, V16 acc) { return {_mm512_fmadd_ps(a.v, b.v, acc.v)}; }
@@ -107,6 +108,10 @@ inline V16 vexp(V16 a) {  // exp_approx, lane-wise
 struct V16 { __m256 lo, hi; };
 inline V16 vzero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
 inline V16 vload(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline V16 vload_f16(const uint16_t* p) {
+    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)))};
+}
 inline void vstore(float* p, V16 a) { _mm256_storeu_ps(p, a.lo); _mm256_storeu_ps(p + 8, a.hi); }
 inline V16 vfma(V16 a, float s, V16 acc) {
     const __m256 b = _mm256_set1_ps(s);
@@ -134,6 +139,7 @@ inline V16 vexp(V16 a) { return {exp8(a.lo), exp8(a.hi)}; }
 struct V16 { float v[16]; };
 inline V16 vzero() { return {}; }
 inline V16 vload(const float* p) { V16 r; std::copy_n(p, 16, r.v); return r; }
+inline V16 vload_f16(const uint16_t* p) { V16 r; for (int i = 0; i < 16; ++i) r.v[i] = fp16_to_f32(p[i]); return r; }
 inline void vstore(float* p, V16 a) { std::copy_n(a.v, 16, p); }
 inline V16 vfma(V16 a, float s, V16 acc) { for (int i = 0; i < 16; ++i) acc.v[i] += a.v[i] * s; return acc; }
 inline V16 vfmav(V16 a, V16 b, V16 acc) { for (int i = 0; i < 16; ++i) acc.v[i] += a.v[i] * b.v[i]; return acc; }
@@ -212,96 +218,66 @@ inline void softmax_row(float* sc, int first, int last, int end, float scale) {
     std::fill(sc + last + 1, sc + end, 0.f);
 }
 
-// Few rows (decode): each key and value row is converted once and used by all rows straight
-// from the cache, with no transposed copy of the whole cache.
-void attend_few(const AttentionRows& a, AttentionScratch& s) {
-    const int D = a.head_dim, G = a.group, n_rows = a.n * G;
-    const int hi = a.pos[a.n - 1] + 1, lo = a.window > 0 ? std::max(0, a.pos[0] - a.window + 1) : 0, S = hi - lo;
-    alignas(64) float q[2 * kRows][kMaxHeadDim], kv[kMaxHeadDim];
-    s.scores.resize(size_t(n_rows) * S);
-    for (int i = 0; i < n_rows; ++i) {
-        std::copy_n(a.q + size_t(i / G) * a.q_stride + size_t(i % G) * D, D, q[i]);
-        round_to_f16(q[i], D);
+// R (at most four) query rows i0 .. i0 + R - 1: their scores against tiles of 16 keys (each
+// tile of each key dimension one f16 load, shared by the rows), the softmax of each row,
+// then the weighted values, four 16-wide slices of the value per pass with every
+// accumulator in a register. Nothing is copied out of the cache.
+template <int R>
+void attend_rows(const AttentionRows& a, int i0, int lo, int S_pad, float* scores) {
+    const int D = a.head_dim, G = a.group;
+    auto row_ptr = [&](auto* base, int stride, int i) { return base + size_t(i / G) * stride + size_t(i % G) * D; };
+    alignas(64) float q[R][kMaxHeadDim];
+    for (int r = 0; r < R; ++r) {
+        std::copy_n(row_ptr(a.q, a.q_stride, i0 + r), D, q[r]);
+        round_to_f16(q[r], D);
     }
-    for (int j = 0; j < S; ++j) {
-        f16_to_f32(a.k + size_t(lo + j) * a.kv_stride, kv, D);
-        for (int i = 0; i < n_rows; ++i) {
-            V16 part = vzero();
-            for (int d0 = 0; d0 < D; d0 += kTile) part = vfmav(vload(q[i] + d0), vload(kv + d0), part);
-            s.scores[size_t(i) * S + j] = vreduce_add(part);
+    // Keys [lo, lo + s_end) cover these rows; tiles may read up to 15 keys past them (kt_stride allows it).
+    const int s_end = a.pos[(i0 + R - 1) / G] + 1 - lo, s_pad = (s_end + kTile - 1) / kTile * kTile;
+    for (int j0 = 0; j0 < s_pad; j0 += kTile) {
+        V16 acc[R];
+        for (V16& v : acc) v = vzero();
+        const uint16_t* kcol = a.kt + lo + j0;
+        for (int d = 0; d < D; ++d) {
+            const V16 k = vload_f16(kcol + size_t(d) * a.kt_stride);
+            for (int r = 0; r < R; ++r) acc[r] = vfma(k, q[r][d], acc[r]);
         }
+        for (int r = 0; r < R; ++r) vstore(scores + size_t(r) * S_pad + j0, acc[r]);
     }
-    for (int i = 0; i < n_rows; ++i) {
-        const int p = a.pos[i / G], first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0;
-        softmax_row(s.scores.data() + size_t(i) * S, first, p - lo, S, a.scale);
-        std::fill(q[i], q[i] + D, 0.f);  // q[i] becomes row i's output accumulator
+    for (int r = 0; r < R; ++r) {  // weights outside a row's keys are 0
+        const int p = a.pos[(i0 + r) / G];
+        const int first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0;
+        softmax_row(scores + size_t(r) * S_pad, first, p - lo, s_pad, a.scale);
     }
-    for (int j = 0; j < S; ++j) {
-        f16_to_f32(a.v + size_t(lo + j) * a.kv_stride, kv, D);
-        for (int i = 0; i < n_rows; ++i) {
-            const float w = s.scores[size_t(i) * S + j];
-            for (int d0 = 0; d0 < D; d0 += kTile) vstore(q[i] + d0, vfma(vload(kv + d0), w, vload(q[i] + d0)));
+    for (int d0 = 0; d0 < D; d0 += 4 * kTile) {
+        const int nt = std::min(4, (D - d0) / kTile);
+        V16 acc[R][4];
+        for (auto& row : acc)
+            for (V16& v : row) v = vzero();
+        for (int j = 0; j < s_end; ++j) {
+            const uint16_t* vrow = a.v + size_t(lo + j) * a.v_stride + d0;
+            V16 v[4];
+            for (int t = 0; t < 4; ++t) v[t] = t < nt ? vload_f16(vrow + t * kTile) : vzero();
+            for (int r = 0; r < R; ++r) {
+                const float w = scores[size_t(r) * S_pad + j];
+                for (int t = 0; t < 4; ++t) acc[r][t] = vfma(v[t], w, acc[r][t]);
+            }
         }
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < nt; ++t) vstore(row_ptr(a.out, a.out_stride, i0 + r) + d0 + t * kTile, acc[r][t]);
     }
-    for (int i = 0; i < n_rows; ++i) std::copy_n(q[i], D, a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D);
 }
 
 void attend(const AttentionRows& a, AttentionScratch& s) {
-    const int D = a.head_dim, G = a.group, n_rows = a.n * G;
-    if (n_rows <= 2 * kRows) return attend_few(a, s);
-    const int hi = a.pos[a.n - 1] + 1;  // keys [lo, hi) cover every row
-    const int lo = a.window > 0 ? std::max(0, a.pos[0] - a.window + 1) : 0;
-    const int S = hi - lo, S_pad = (S + kTile - 1) / kTile * kTile;
-    auto q_row = [&](int i) { return a.q + size_t(i / G) * a.q_stride + size_t(i % G) * D; };
-
-    // Keys transposed to [D][S_pad] (zero padded) and values to [S][D], in f32.
-    s.kt.assign(size_t(D) * S_pad, 0.f);
-    s.v.resize(size_t(S) * D);
+    const int n_rows = a.n * a.group;
+    const int lo = a.window > 0 ? std::max(0, a.pos[0] - a.window + 1) : 0;  // first key any row sees
+    const int S_pad = (a.pos[a.n - 1] + 1 - lo + kTile - 1) / kTile * kTile;
     s.scores.resize(size_t(kRows) * S_pad);
-    float row[kMaxHeadDim];
-    for (int j = 0; j < S; ++j) {
-        f16_to_f32(a.k + size_t(lo + j) * a.kv_stride, row, D);
-        for (int d = 0; d < D; ++d) s.kt[size_t(d) * S_pad + j] = row[d];
-        f16_to_f32(a.v + size_t(lo + j) * a.kv_stride, s.v.data() + size_t(j) * D, D);
-    }
-
-    alignas(64) float q[kRows][kMaxHeadDim];
     for (int i0 = 0; i0 < n_rows; i0 += kRows) {
-        const int nr = std::min(kRows, n_rows - i0);
-        for (int r = 0; r < kRows; ++r) {  // rows past the end repeat the last one
-            const float* src = q_row(i0 + std::min(r, nr - 1));
-            std::copy(src, src + D, q[r]);
-            round_to_f16(q[r], D);
-        }
-        // Scores of these rows against keys [lo, the last row's position].
-        const int s_end = a.pos[(i0 + nr - 1) / G] + 1 - lo, s_pad = (s_end + kTile - 1) / kTile * kTile;
-        for (int j0 = 0; j0 < s_pad; j0 += kTile) {
-            V16 acc[kRows] = {vzero(), vzero(), vzero(), vzero()};
-            for (int d = 0; d < D; ++d) {
-                const V16 kr = vload(s.kt.data() + size_t(d) * S_pad + j0);
-                for (int r = 0; r < kRows; ++r) acc[r] = vfma(kr, q[r][d], acc[r]);
-            }
-            for (int r = 0; r < kRows; ++r) vstore(s.scores.data() + size_t(r) * S_pad + j0, acc[r]);
-        }
-        // Softmax of each row over the keys it may see; weights outside are 0 (padded rows: all 0).
-        for (int r = 0; r < kRows; ++r) {
-            float* sc = s.scores.data() + size_t(r) * S_pad;
-            if (r >= nr) { std::fill(sc, sc + s_pad, 0.f); continue; }
-            const int p = a.pos[(i0 + r) / G];
-            const int first = a.window > 0 ? std::max(0, p - a.window + 1) - lo : 0;
-            softmax_row(sc, first, p - lo, s_pad, a.scale);
-        }
-        // out = weights @ V, a tile of the value's dimensions at a time.
-        for (int d0 = 0; d0 < D; d0 += kTile) {
-            V16 acc[kRows] = {vzero(), vzero(), vzero(), vzero()};
-            for (int j = 0; j < s_end; ++j) {
-                const V16 vr = vload(s.v.data() + size_t(j) * D + d0);
-                for (int r = 0; r < kRows; ++r) acc[r] = vfma(vr, s.scores[size_t(r) * S_pad + j], acc[r]);
-            }
-            for (int r = 0; r < nr; ++r) {
-                const int i = i0 + r;
-                vstore(a.out + size_t(i / G) * a.out_stride + size_t(i % G) * D + d0, acc[r]);
-            }
+        switch (std::min(kRows, n_rows - i0)) {
+            case 1: attend_rows<1>(a, i0, lo, S_pad, s.scores.data()); break;
+            case 2: attend_rows<2>(a, i0, lo, S_pad, s.scores.data()); break;
+            case 3: attend_rows<3>(a, i0, lo, S_pad, s.scores.data()); break;
+            default: attend_rows<4>(a, i0, lo, S_pad, s.scores.data()); break;
         }
     }
 }

@@ -9,6 +9,7 @@ from kt.gguf.reader import GGUFFile
 ARCHITECTURES = {
     "llama": "kt.models.llama:LlamaForCausalLM",
     "gemma3": "kt.models.gemma3:Gemma3ForCausalLM",
+    "qwen3moe": "kt.models.qwen3_moe:Qwen3MoeForCausalLM",
 }
 
 

@@ -59,8 +59,9 @@ class NativeWeight(GGUFWeight):
 
 
 def gguf_weight(tensor: GGUFTensor, reference: bool = False) -> GGUFWeight:
-    """The fastest weight type for a 2-D GGUF tensor; `reference` forces dequantize-then-matmul."""
-    if not reference and len(tensor.shape) == 2 and kernels.supports(tensor.ggml_type):
+    """The fastest weight type for a GGUF tensor; `reference` forces dequantize-then-matmul.
+    (Stacked 3-D expert tensors are multiplied per expert by kt.ops.moe, which reads the type.)"""
+    if not reference and kernels.supports(tensor.ggml_type):
         return NativeWeight(tensor)
     return GGUFWeight(tensor)
 

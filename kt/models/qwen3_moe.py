@@ -1,0 +1,129 @@
+"""Qwen3-MoE from GGUF `qwen3moe` weights: GQA with per-head q/k RMSNorm and NEOX rope,
+every layer's MLP a softmax-routed mixture of experts with the top-k weights renormalised
+(llama.cpp always renormalises for this architecture, as Qwen3-MoE's configs ask)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kt.gguf.reader import GGUFFile
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.ops.attention import AttentionBatch, attend
+from kt.ops.linear import Embedding, Linear
+from kt.ops.moe import MoEExperts
+from kt.ops.norms import RMSNorm
+from kt.ops.rope import Rope
+
+
+@dataclass(frozen=True)
+class Qwen3MoeConfig:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    n_experts: int
+    n_experts_used: int
+    expert_ffn_dim: int
+    norm_eps: float
+    rope_base: float
+    context_length: int
+
+    @classmethod
+    def from_gguf(cls, f: GGUFFile) -> "Qwen3MoeConfig":
+        a = "qwen3moe"
+        dim, n_heads = int(f.require(f"{a}.embedding_length")), int(f.require(f"{a}.attention.head_count"))
+        return cls(
+            vocab_size=len(f.require("tokenizer.ggml.tokens")), dim=dim,
+            n_layers=int(f.require(f"{a}.block_count")), n_heads=n_heads,
+            n_kv_heads=int(f.get(f"{a}.attention.head_count_kv", n_heads)),
+            head_dim=int(f.get(f"{a}.attention.key_length", dim // n_heads)),
+            n_experts=int(f.require(f"{a}.expert_count")), n_experts_used=int(f.require(f"{a}.expert_used_count")),
+            expert_ffn_dim=int(f.require(f"{a}.expert_feed_forward_length")),
+            norm_eps=float(f.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
+            rope_base=float(f.get(f"{a}.rope.freq_base", 1_000_000.0)),
+            context_length=int(f.get(f"{a}.context_length", 32768)),
+        )
+
+
+class Qwen3MoeAttention(nn.Module):
+    def __init__(self, c: Qwen3MoeConfig, layer: int):
+        super().__init__()
+        self.layer, self.c = layer, c
+        self.q_proj = Linear(c.dim, c.n_heads * c.head_dim)
+        self.k_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.v_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.o_proj = Linear(c.n_heads * c.head_dim, c.dim)
+        self.q_norm, self.k_norm = RMSNorm(c.head_dim, c.norm_eps), RMSNorm(c.head_dim, c.norm_eps)
+        self.rope = Rope(c.head_dim, c.rope_base, interleaved=False)
+
+    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        T, c = x.shape[0], self.c
+        q = self.q_norm(self.q_proj(x).view(T, c.n_heads, c.head_dim))
+        k = self.k_norm(self.k_proj(x).view(T, c.n_kv_heads, c.head_dim))
+        v = self.v_proj(x).view(T, c.n_kv_heads, c.head_dim)
+        cos, sin = self.rope.cos_sin(batch.positions)
+        q, k = self.rope.apply(q, cos, sin), self.rope.apply(k, cos, sin)
+        return self.o_proj(attend(self.layer, q, k, v, batch, scale=c.head_dim ** -0.5).reshape(T, -1))
+
+
+class Qwen3MoeSparseBlock(nn.Module):
+    def __init__(self, c: Qwen3MoeConfig):
+        super().__init__()
+        self.top_k = c.n_experts_used
+        self.gate = Linear(c.dim, c.n_experts)  # the router
+        self.experts = MoEExperts(c.n_experts, c.dim, c.expert_ffn_dim, "silu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.gate(x).float(), dim=-1)
+        weights, ids = torch.topk(probs, self.top_k, dim=-1)
+        return self.experts(x, ids, weights / weights.sum(-1, keepdim=True))
+
+
+class Qwen3MoeBlock(nn.Module):
+    def __init__(self, c: Qwen3MoeConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.self_attn = Qwen3MoeAttention(c, layer)
+        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.mlp = Qwen3MoeSparseBlock(c)
+
+    def forward(self, x, batch):
+        x = x + self.self_attn(self.input_layernorm(x), batch)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3MoeModel(nn.Module):
+    def __init__(self, c: Qwen3MoeConfig):
+        super().__init__()
+        self.embed_tokens = Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(Qwen3MoeBlock(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+
+
+class Qwen3MoeForCausalLM(GGUFCausalLM):
+    config_class = Qwen3MoeConfig
+    gguf_names = [
+        (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
+        (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
+        (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.ffn_norm.weight",)),
+        (r"model\.layers\.(\d+)\.mlp\.gate", (r"blk.\1.ffn_gate_inp.weight",)),
+        (r"model\.layers\.(\d+)\.mlp\.experts\.gate_proj", (r"blk.\1.ffn_gate_exps.weight",)),
+        (r"model\.layers\.(\d+)\.mlp\.experts\.up_proj", (r"blk.\1.ffn_up_exps.weight",)),
+        (r"model\.layers\.(\d+)\.mlp\.experts\.down_proj", (r"blk.\1.ffn_down_exps.weight",)),
+    ] + COMMON_NAMES
+
+    def __init__(self, config: Qwen3MoeConfig):
+        super().__init__()
+        self.config = config
+        self.model = Qwen3MoeModel(config)
+        self.lm_head = Linear(config.dim, config.vocab_size)
+
+    def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        x = self.model.embed_tokens(ids)
+        for layer in self.model.layers:
+            x = layer(x, batch)
+        return self.model.norm(x)

@@ -11,7 +11,7 @@ from kt.gguf.reader import GGUFFile
 from kt.models.loading import COMMON_NAMES, GGUFCausalLM
 from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
-from kt.ops.linear import Embedding, Linear
+from kt.ops.linear import Linear
 from kt.ops.mlp import GatedMLP
 from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
@@ -98,16 +98,9 @@ class Gemma3Block(nn.Module):
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
-class Gemma3Model(nn.Module):
-    def __init__(self, c: Gemma3Config):
-        super().__init__()
-        self.embed_tokens = Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(Gemma3Block(c, i) for i in range(c.n_layers))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-
-
 class Gemma3ForCausalLM(GGUFCausalLM):
     config_class = Gemma3Config
+    block = Gemma3Block
     gguf_names = [
         (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
         (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
@@ -116,17 +109,8 @@ class Gemma3ForCausalLM(GGUFCausalLM):
         (r"model\.layers\.(\d+)\.post_feedforward_layernorm\.weight", (r"blk.\1.post_ffw_norm.weight",)),
     ] + COMMON_NAMES
 
-    def __init__(self, config: Gemma3Config):
-        super().__init__()
-        self.config = config
-        self.model = Gemma3Model(config)
-        self.lm_head = Linear(config.dim, config.vocab_size)
-
-    def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        x = self.model.embed_tokens(ids) * torch.tensor(self.config.dim ** 0.5)  # [T, dim]
-        for layer in self.model.layers:
-            x = layer(x, batch)
-        return self.model.norm(x)
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(ids) * torch.tensor(self.config.dim ** 0.5)  # [T, dim]
 
     def fused_spec(self) -> dict:
         """This model for the fused native forward (kt.ops.fused): rope 0 for global layers, 1 for sliding ones."""

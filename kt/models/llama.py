@@ -10,7 +10,7 @@ from kt.gguf.reader import GGUFFile
 from kt.models.loading import COMMON_NAMES, GGUFCausalLM
 from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
-from kt.ops.linear import Embedding, Linear
+from kt.ops.linear import Linear
 from kt.ops.mlp import GatedMLP
 from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
@@ -81,30 +81,11 @@ class LlamaBlock(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class LlamaModel(nn.Module):
-    def __init__(self, c: LlamaConfig):
-        super().__init__()
-        self.embed_tokens = Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(LlamaBlock(c, i) for i in range(c.n_layers))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-
-
 class LlamaForCausalLM(GGUFCausalLM):
     config_class = LlamaConfig
+    block = LlamaBlock
     gguf_names = [(r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.ffn_norm.weight",))] + COMMON_NAMES
 
-    def __init__(self, config: LlamaConfig):
-        super().__init__()
-        self.config = config
-        self.model = LlamaModel(config)
-        self.lm_head = Linear(config.dim, config.vocab_size)
-
-    def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        """ids [T] -> final hidden states [T, dim] (normed); `logits` turns chosen rows into scores."""
-        x = self.model.embed_tokens(ids)
-        for layer in self.model.layers:
-            x = layer(x, batch)
-        return self.model.norm(x)
 
     def fused_spec(self) -> dict:
         """This model for the fused native forward (kt.ops.fused)."""

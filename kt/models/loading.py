@@ -7,7 +7,8 @@ from torch import nn
 
 from kt.gguf.errors import GGUFError
 from kt.gguf.reader import GGUFFile
-from kt.ops.linear import gguf_weight
+from kt.ops.linear import Embedding, Linear, gguf_weight
+from kt.ops.norms import RMSNorm
 
 # Shared by every architecture; models add their own rows in front.
 COMMON_NAMES: list[tuple[str, tuple[str, ...]]] = [
@@ -48,16 +49,42 @@ def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, t
             raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None
 
 
+class DecoderStack(nn.Module):
+    """embed_tokens, the layers (`block(config, i)` each), the final norm: HF's `model.*` names."""
+
+    def __init__(self, c, block):
+        super().__init__()
+        self.embed_tokens = Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(block(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+
+
 class GGUFCausalLM(nn.Module):
-    """What every model shares: weights attached by GGUF tensor name, scores from `lm_head`.
-    Subclasses set `config_class`, `gguf_names`, build `self.model` and `self.lm_head`,
-    and define forward(ids [T], batch) -> final hidden states [T, dim]."""
+    """What every model shares: a DecoderStack, weights attached by GGUF tensor name, scores
+    from `lm_head`. Subclasses set `config_class`, `gguf_names` and `block` (one layer)."""
 
     config_class: type
+    block: type
     gguf_names: list[tuple[str, tuple[str, ...]]] = COMMON_NAMES
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.model = DecoderStack(config, self.block)
+        self.lm_head = Linear(config.dim, config.vocab_size)
 
     def load_gguf(self, gguf: GGUFFile, reference: bool = False) -> None:
         load_gguf_weights(self, gguf, self.gguf_names, reference)
+
+    def embed(self, ids):
+        return self.model.embed_tokens(ids)
+
+    def forward(self, ids, batch):
+        """ids [T] -> final hidden states [T, dim] (normed); `logits` turns chosen rows into scores."""
+        x = self.embed(ids)
+        for layer in self.model.layers:
+            x = layer(x, batch)
+        return self.model.norm(x)
 
     def logits(self, hidden):
         return self.lm_head(hidden)  # [T, vocab]

@@ -11,7 +11,7 @@ from torch import nn
 from kt.gguf.reader import GGUFFile
 from kt.models.loading import COMMON_NAMES, GGUFCausalLM
 from kt.ops.attention import AttentionBatch, attend
-from kt.ops.linear import Embedding, Linear
+from kt.ops.linear import Linear
 from kt.ops.moe import MoEExperts
 from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
@@ -96,16 +96,9 @@ class Qwen3MoeBlock(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class Qwen3MoeModel(nn.Module):
-    def __init__(self, c: Qwen3MoeConfig):
-        super().__init__()
-        self.embed_tokens = Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(Qwen3MoeBlock(c, i) for i in range(c.n_layers))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-
-
 class Qwen3MoeForCausalLM(GGUFCausalLM):
     config_class = Qwen3MoeConfig
+    block = Qwen3MoeBlock
     gguf_names = [
         (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
         (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
@@ -115,15 +108,3 @@ class Qwen3MoeForCausalLM(GGUFCausalLM):
         (r"model\.layers\.(\d+)\.mlp\.experts\.up_proj", (r"blk.\1.ffn_up_exps.weight",)),
         (r"model\.layers\.(\d+)\.mlp\.experts\.down_proj", (r"blk.\1.ffn_down_exps.weight",)),
     ] + COMMON_NAMES
-
-    def __init__(self, config: Qwen3MoeConfig):
-        super().__init__()
-        self.config = config
-        self.model = Qwen3MoeModel(config)
-        self.lm_head = Linear(config.dim, config.vocab_size)
-
-    def forward(self, ids: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        x = self.model.embed_tokens(ids)
-        for layer in self.model.layers:
-            x = layer(x, batch)
-        return self.model.norm(x)

@@ -109,9 +109,9 @@ def test_bad_requests_are_openai_errors(client, server):
 def test_event_loop_stays_free_during_generation(client, server):
     """/health answers quickly while a long generation runs."""
     worker = threading.Thread(target=lambda: client.chat.completions.create(
-        model="smol", messages=MESSAGES, max_tokens=150, temperature=0.8, seed=1, extra_body={"ignore_eos": True}))
+        model="smol", messages=MESSAGES, max_tokens=400, temperature=0.8, seed=1, extra_body={"ignore_eos": True}))
     worker.start()
-    time.sleep(1.0)
+    time.sleep(0.3)  # into the generation: 400 tokens take seconds even at 200 tok/s
     started = time.perf_counter()
     assert httpx.get(f"{server}/health", timeout=5).status_code == 200
     elapsed = time.perf_counter() - started

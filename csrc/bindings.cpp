@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "decoder.h"
+#include "moe.h"
 #include "matmul.h"
 
 namespace nb = nanobind;
@@ -169,6 +170,38 @@ void decoder_forward(PyDecoder& py, CMatrix embeddings, std::vector<KVSequence*>
     }
 }
 
+using IdMatrix = nb::ndarray<const int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+StackedWeights stacked(Blocks raw, int type, int n_experts, int rows, int cols, const char* what) {
+    const QuantTraits& tr = quant_traits(type);
+    if (tr.block_size == 0 || cols <= 0 || cols % tr.block_size != 0 || n_experts <= 0 || rows <= 0)
+        throw nb::value_error((std::string(what) + ": unsupported type or shape").c_str());
+    StackedWeights w{raw.data(), type, n_experts, rows, cols};
+    if (raw.shape(0) != size_t(n_experts) * rows || raw.shape(1) != w.row_bytes())
+        throw nb::value_error((std::string(what) + ": blocks must be [n_experts * rows, row_bytes]").c_str());
+    return w;
+}
+
+void py_moe(CMatrix x, IdMatrix ids, CMatrix weights, nb::tuple gate, nb::tuple up, nb::tuple down, Matrix y) {
+    auto unpack = [](nb::tuple t, const char* what) {  // (raw, type, n_experts, rows, cols)
+        return stacked(nb::cast<Blocks>(t[0]), nb::cast<int>(t[1]), nb::cast<int>(t[2]), nb::cast<int>(t[3]),
+                       nb::cast<int>(t[4]), what);
+    };
+    const StackedWeights g = unpack(gate, "gate"), u = unpack(up, "up"), d = unpack(down, "down");
+    const size_t T = x.shape(0);
+    if (x.shape(1) != size_t(g.cols) || ids.shape(0) != T || weights.shape(0) != T || ids.shape(1) != weights.shape(1))
+        throw nb::value_error("moe: x [T, dim], ids and weights [T, top_k] expected");
+    if (y.shape(0) != T || y.shape(1) != size_t(g.cols)) throw nb::value_error("moe: y must be [T, dim]");
+    std::shared_ptr<ThreadPool> pool = current_pool();
+    nb::gil_scoped_release release;
+    try {
+        moe_forward(x.data(), int(T), ids.data(), weights.data(), int(ids.shape(1)), g, u, d, y.data(), state().isa, *pool);
+    } catch (const std::invalid_argument& e) {
+        nb::gil_scoped_acquire acquire;
+        throw nb::value_error(e.what());
+    }
+}
+
 nb::dict py_cpu_features() {
     const CpuFeatures& f = cpu_features();
     nb::dict d;
@@ -186,6 +219,8 @@ NB_MODULE(_kernels, m) {
     m.doc() = "GGUF block matmul kernels (scalar, AVX2, AVX-512 VNNI) with a thread pool.";
     m.def("matmul", &py_matmul, nb::arg("raw"), nb::arg("ggml_type"), nb::arg("rows"), nb::arg("cols"),
           nb::arg("x"), nb::arg("y"), "y[T, rows] = x[T, cols] @ W^T, W the GGUF blocks in raw.");
+    m.def("moe", &py_moe, nb::arg("x"), nb::arg("ids"), nb::arg("weights"), nb::arg("gate"), nb::arg("up"),
+          nb::arg("down"), nb::arg("y"), "Routed experts of one MoE layer: y = sum_k w * down(silu(gate(x)) * up(x)).");
     m.def("set_isa", &set_isa, nb::arg("name"), "Force an ISA (scalar, avx2, avx512, amx); '' for the best one.");
     m.def("isa", [] { return std::string(isa_name(state().isa)); });
     m.def("supported_isas", [] {

@@ -52,11 +52,15 @@ void quantize_row(ActFormat f, const float* x, void* dst, int n, Isa isa) {
     else if (f == ActFormat::aK) quantize_row_aK(x, static_cast<block_aK*>(dst), n);
 }
 
-void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, Isa isa, int tid, int nth) {
+void quantize_part_rows(ActFormat f, const float* x, int t0, int t1, int cols, uint8_t* act, Isa isa) {
     if (f == ActFormat::f32) return;
     const size_t row_bytes = act_row_bytes(f, cols);
-    const auto [t0, t1] = band(T, tid, nth, 1);
     for (int t = t0; t < t1; ++t) quantize_row(f, x + size_t(t) * cols, act + row_bytes * t, cols, isa);
+}
+
+void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, Isa isa, int tid, int nth) {
+    const auto [t0, t1] = band(T, tid, nth, 1);
+    quantize_part_rows(f, x, t0, t1, cols, act, isa);
 }
 
 void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int nth) {

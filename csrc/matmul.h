@@ -28,6 +28,8 @@ void quantize_row(ActFormat f, const float* x, void* dst, int n, Isa isa);
 // quantize its share of x's rows into `act` (act_row_bytes per row), then,
 // after a barrier, compute its share of y's rows from the quantized x.
 void quantize_part(ActFormat f, const float* x, int T, int cols, uint8_t* act, Isa isa, int tid, int nth);
+// Rows [t0, t1) of x [., cols] into `act` (nothing for f32).
+void quantize_part_rows(ActFormat f, const float* x, int t0, int t1, int cols, uint8_t* act, Isa isa);
 void matmul_part(const MatmulArgs& a, const uint8_t* act, Isa isa, int tid, int nth);
 
 // y = x @ W^T with the dots of `isa` (scalar for a type the ISA lacks), on the whole pool.

@@ -77,3 +77,13 @@ def matmul(raw: np.ndarray, ggml_type, rows: int, cols: int, x: torch.Tensor) ->
     y = torch.empty(x.shape[0], rows, dtype=torch.float32)  # [T, rows]
     _lib().matmul(raw, int(ggml_type), rows, cols, x.numpy(), y.numpy())
     return y
+
+
+def moe(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, gate: tuple, up: tuple, down: tuple) -> torch.Tensor:
+    """Routed experts in one native call: y [T, dim] = sum_k weights[:, k] * down(silu(gate(x)) * up(x)),
+    expert ids[:, k]. gate / up / down: (raw blocks [n_experts * rows, row_bytes], ggml type, n_experts, rows, cols)."""
+    x = x.detach().to(dtype=torch.float32).contiguous()
+    y = torch.empty_like(x)
+    _lib().moe(x.numpy(), ids.to(torch.int32).contiguous().numpy(), weights.to(torch.float32).contiguous().numpy(),
+               gate, up, down, y.numpy())
+    return y

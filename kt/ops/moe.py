@@ -1,10 +1,10 @@
 """Routed experts of a mixture-of-experts layer, over GGUF's stacked expert tensors.
 
 GGUF keeps each layer's experts in three 3-D tensors (ffn_gate_exps, ffn_up_exps:
-[n_experts, ffn, dim]; ffn_down_exps: [n_experts, dim, ffn]). `MoEExperts` runs the
-routed tokens through them in torch: the tokens are grouped per expert, and each expert
-multiplies its slice of the blocks in place with the C++ kernels (or, as the test
-reference, dequantized to float32).
+[n_experts, ffn, dim]; ffn_down_exps: [n_experts, dim, ffn]). With native weights
+`MoEExperts` hands all routed tokens to one C++ call (csrc/moe.cpp) that reads the blocks
+in place; the reference path groups the tokens per expert in torch over float32
+dequantized experts.
 """
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ class StackedExperts(nn.Module):
         self.tensor = weight.tensor
         self.native = isinstance(weight, NativeWeight)
 
+    def stacked(self) -> tuple:
+        """(raw blocks [n_experts * rows, row_bytes], type, n_experts, rows, cols) for kernels.moe."""
+        n, rows, cols = self.shape
+        return np.ascontiguousarray(self.tensor.data).reshape(n * rows, -1), int(self.tensor.ggml_type), n, rows, cols
+
     def blocks(self, e: int) -> np.ndarray:
         n, rows, _ = self.shape
         return self.tensor.data.reshape(n, rows, -1)[e]  # a view: experts are contiguous
@@ -56,9 +61,17 @@ class MoEExperts(nn.Module):
         self.up_proj = StackedExperts(n_experts, ffn_dim, dim)
         self.down_proj = StackedExperts(n_experts, dim, ffn_dim)
         self.act = ACTIVATIONS[activation]
+        self.native_activation = activation == "silu"  # the native operator's
+
+    @property
+    def native(self) -> bool:
+        return self.native_activation and all(p.native for p in (self.gate_proj, self.up_proj, self.down_proj))
 
     def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """x [T, dim], topk_ids / topk_weights [T, k] -> [T, dim] float32."""
+        if self.native:
+            return kernels.moe(x, topk_ids, topk_weights, self.gate_proj.stacked(), self.up_proj.stacked(),
+                               self.down_proj.stacked())
         out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float32)
         flat = topk_ids.reshape(-1)
         order = torch.argsort(flat, stable=True)  # token slots grouped by expert

@@ -72,6 +72,23 @@ void py_matmul(Blocks raw, int ggml_type, int rows, int cols, CMatrix x, Matrix 
 
 using Vector = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
+StackedWeights stacked(Blocks raw, int type, int n_experts, int rows, int cols, const char* what) {
+    const QuantTraits& tr = quant_traits(type);
+    if (tr.block_size == 0 || cols <= 0 || cols % tr.block_size != 0 || n_experts <= 0 || rows <= 0)
+        throw nb::value_error((std::string(what) + ": unsupported type or shape").c_str());
+    StackedWeights w{raw.data(), type, n_experts, rows, cols};
+    if (raw.shape(0) != size_t(n_experts) * rows || raw.shape(1) != w.row_bytes())
+        throw nb::value_error((std::string(what) + ": blocks must be [n_experts * rows, row_bytes]").c_str());
+    return w;
+}
+
+StackedWeights stacked(nb::handle obj, const char* what) {  // (raw, type, n_experts, rows, cols)
+    nb::tuple t = nb::cast<nb::tuple>(obj);
+    return stacked(nb::cast<Blocks>(t[0]), nb::cast<int>(t[1]), nb::cast<int>(t[2]), nb::cast<int>(t[3]),
+                   nb::cast<int>(t[4]), what);
+}
+
+
 // A DenseDecoder and the Python objects whose memory it reads (weights, norms).
 struct PyDecoder {
     std::unique_ptr<DenseDecoder> decoder;
@@ -83,6 +100,10 @@ struct PyDecoder {
         if (int(v.shape(0)) != size) throw nb::value_error((std::string(what) + " has the wrong length").c_str());
         keep_alive.emplace_back(nb::borrow(obj));
         return v.data();
+    }
+    StackedWeights experts(nb::handle obj, const char* what) {
+        keep_alive.emplace_back(nb::borrow(nb::cast<nb::tuple>(obj)[0]));
+        return stacked(obj, what);
     }
     WeightRef weight(nb::handle obj) {  // (raw [rows, row_bytes] uint8, ggml_type, rows, cols)
         nb::tuple t = nb::cast<nb::tuple>(obj);
@@ -129,8 +150,15 @@ PyDecoder* make_decoder(nb::dict cfg, nb::list layers, nb::handle final_norm, nb
         l.k_norm = py->vec(opt("k_norm"), D, "k_norm");
         l.post_attn_norm = py->vec(opt("post_attn_norm"), c.dim, "post_attn_norm");
         l.ffn_norm = py->vec(d["ffn_norm"], c.dim, "ffn_norm");
-        l.gate = py->weight(d["gate"]); l.up = py->weight(d["up"]); l.down = py->weight(d["down"]);
+        if (!d.contains("top_k")) { l.gate = py->weight(d["gate"]); l.up = py->weight(d["up"]); l.down = py->weight(d["down"]); }
         l.post_ffn_norm = py->vec(opt("post_ffn_norm"), c.dim, "post_ffn_norm");
+        if (d.contains("top_k")) {  // a mixture-of-experts MLP
+            l.top_k = nb::cast<int>(d["top_k"]);
+            l.router = py->weight(d["router"]);
+            l.gate_exps = py->experts(d["gate_exps"], "gate_exps");
+            l.up_exps = py->experts(d["up_exps"], "up_exps");
+            l.down_exps = py->experts(d["down_exps"], "down_exps");
+        }
         l.rope = nb::cast<int>(d["rope"]);
         l.window = nb::cast<int>(d["window"]);
         ls.push_back(l);
@@ -172,22 +200,8 @@ void decoder_forward(PyDecoder& py, CMatrix embeddings, std::vector<KVSequence*>
 
 using IdMatrix = nb::ndarray<const int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
-StackedWeights stacked(Blocks raw, int type, int n_experts, int rows, int cols, const char* what) {
-    const QuantTraits& tr = quant_traits(type);
-    if (tr.block_size == 0 || cols <= 0 || cols % tr.block_size != 0 || n_experts <= 0 || rows <= 0)
-        throw nb::value_error((std::string(what) + ": unsupported type or shape").c_str());
-    StackedWeights w{raw.data(), type, n_experts, rows, cols};
-    if (raw.shape(0) != size_t(n_experts) * rows || raw.shape(1) != w.row_bytes())
-        throw nb::value_error((std::string(what) + ": blocks must be [n_experts * rows, row_bytes]").c_str());
-    return w;
-}
-
 void py_moe(CMatrix x, IdMatrix ids, CMatrix weights, nb::tuple gate, nb::tuple up, nb::tuple down, Matrix y) {
-    auto unpack = [](nb::tuple t, const char* what) {  // (raw, type, n_experts, rows, cols)
-        return stacked(nb::cast<Blocks>(t[0]), nb::cast<int>(t[1]), nb::cast<int>(t[2]), nb::cast<int>(t[3]),
-                       nb::cast<int>(t[4]), what);
-    };
-    const StackedWeights g = unpack(gate, "gate"), u = unpack(up, "up"), d = unpack(down, "down");
+    const StackedWeights g = stacked(gate, "gate"), u = stacked(up, "up"), d = stacked(down, "down");
     const size_t T = x.shape(0);
     if (x.shape(1) != size_t(g.cols) || ids.shape(0) != T || weights.shape(0) != T || ids.shape(1) != weights.shape(1))
         throw nb::value_error("moe: x [T, dim], ids and weights [T, top_k] expected");

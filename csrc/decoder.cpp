@@ -54,6 +54,23 @@ inline std::pair<int, int> band(int n, int tid, int nth) {
     return {int(int64_t(n) * tid / nth), int(int64_t(n) * (tid + 1) / nth)};
 }
 
+// Softmax over n scores (in place), then the k most probable with their weights renormalised.
+void route_softmax_topk(float* p, int n, int k, int32_t* ids, float* weights) {
+    const float mx = *std::max_element(p, p + n);
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += (p[i] = std::exp(p[i] - mx));
+    for (int i = 0; i < n; ++i) p[i] = float(p[i] / sum);
+    double kept = 0;
+    for (int j = 0; j < k; ++j) {  // the first of equal scores wins, as torch.topk
+        int best = -1;
+        for (int i = 0; i < n; ++i)
+            if ((best < 0 || p[i] > p[best]) && std::find(ids, ids + j, i) == ids + j) best = i;
+        ids[j] = best;
+        kept += (weights[j] = p[best]);
+    }
+    for (int j = 0; j < k; ++j) weights[j] = float(weights[j] / kept);
+}
+
 void check_weight(const WeightRef& w, int rows, int cols, const char* what) {
     if (!w.data || w.rows != rows || w.cols != cols)
         throw std::invalid_argument(std::string("DenseDecoder: ") + what + " has the wrong shape");
@@ -74,6 +91,10 @@ struct DenseDecoder::Buffers {
     struct Item { int chunk, kv_head, h0, h1, t0, t1; };  // heads [h0, h1) of the key/value head's group
     std::vector<Item> items;          // attention work: token ranges of one chunk and key/value head
     std::unique_ptr<std::atomic<int>[]> next_item;  // per layer: the next item to take
+    std::vector<float> router;        // [T, n_experts] router scores, then probabilities
+    std::vector<int32_t> topk_ids;    // [T, top_k]
+    std::vector<float> topk_weights;
+    MoePlan moe;
     std::unique_ptr<SpinBarrier> barrier;
     std::vector<AttentionScratch> scratch;  // per thread
 };
@@ -94,9 +115,16 @@ DenseDecoder::DenseDecoder(DecoderConfig config, std::vector<DecoderLayer> layer
         check_weight(l.k, kvd, c_.dim, "attn_k");
         check_weight(l.v, kvd, c_.dim, "attn_v");
         check_weight(l.o, c_.dim, qd, "attn_output");
-        check_weight(l.gate, c_.ffn_dim, c_.dim, "ffn_gate");
-        check_weight(l.up, c_.ffn_dim, c_.dim, "ffn_up");
-        check_weight(l.down, c_.dim, c_.ffn_dim, "ffn_down");
+        if (l.top_k > 0) {
+            check_weight(l.router, l.gate_exps.n_experts, c_.dim, "ffn_gate_inp");
+            if (l.top_k > l.gate_exps.n_experts || l.gate_exps.cols != c_.dim)
+                throw std::invalid_argument("DenseDecoder: experts do not fit the model");
+            MoePlan{}.build(nullptr, 0, l.top_k, l.gate_exps, l.up_exps, l.down_exps, Isa::scalar);  // shape checks
+        } else {
+            check_weight(l.gate, c_.ffn_dim, c_.dim, "ffn_gate");
+            check_weight(l.up, c_.ffn_dim, c_.dim, "ffn_up");
+            check_weight(l.down, c_.dim, c_.ffn_dim, "ffn_down");
+        }
         if (!l.attn_norm || !l.ffn_norm) throw std::invalid_argument("DenseDecoder: a layer lacks its norms");
         if (l.rope < 0 || l.rope >= int(c_.ropes.size())) throw std::invalid_argument("DenseDecoder: bad rope index");
     }
@@ -131,6 +159,12 @@ void DenseDecoder::forward(const float* embeddings, const std::vector<SequenceCh
     b.gate.resize(size_t(T) * c_.ffn_dim);
     b.up.resize(size_t(T) * c_.ffn_dim);
     b.out_h.resize(out_rows.size() * size_t(c_.dim));
+    int most_experts = 0, most_k = 0;
+    for (const DecoderLayer& l : layers_)
+        if (l.top_k > 0) most_experts = std::max(most_experts, l.gate_exps.n_experts), most_k = std::max(most_k, l.top_k);
+    b.router.resize(size_t(T) * most_experts);
+    b.topk_ids.resize(size_t(T) * most_k);
+    b.topk_weights.resize(size_t(T) * most_k);
     const int widest = std::max({c_.dim, qd, c_.ffn_dim});
     for (ActFormat f : {ActFormat::a32, ActFormat::aK, ActFormat::bf16})
         b.act[int(f)].resize(act_row_bytes(f, widest - widest % 256 + 256) * std::max<size_t>(T, 1));
@@ -273,21 +307,36 @@ void DenseDecoder::run_thread(Buffers& b, const std::vector<SequenceChunk>& chun
             for (int i = 0; i < dim; ++i) x[i] += p[i];
             ops.rms_norm(x, L.ffn_norm, &b.h[size_t(t) * dim], dim, c_.norm_eps);
         }
-        quantize_for(b.h.data(), dim, {&L.gate, &L.up});
-        barrier.wait();
-        mm(L.gate, b.h.data(), b.gate.data(), T);
-        mm(L.up, b.h.data(), b.up.data(), T);
-        barrier.wait();
-        for (int t = t0; t < t1; ++t) {
-            float* g = &b.gate[size_t(t) * ffn];
-            const float* u = &b.up[size_t(t) * ffn];
-            if (c_.act == Activation::silu) ops.silu_mul(g, u, ffn);
-            else ops.gelu_mul(g, u, ffn, gelu_f16_table());
+        if (L.top_k > 0) {
+            const int E = L.gate_exps.n_experts, k = L.top_k;
+            quantize_for(b.h.data(), dim, {&L.router});
+            barrier.wait();
+            mm(L.router, b.h.data(), b.router.data(), T);
+            barrier.wait();
+            for (int t = t0; t < t1; ++t) route_softmax_topk(&b.router[size_t(t) * E], E, k, &b.topk_ids[size_t(t) * k],
+                                                             &b.topk_weights[size_t(t) * k]);
+            barrier.wait();
+            if (tid == 0) b.moe.build(b.topk_ids.data(), T, k, L.gate_exps, L.up_exps, L.down_exps, isa);
+            barrier.wait();
+            moe_team(b.moe, b.h.data(), T, b.topk_weights.data(), k, L.gate_exps, L.up_exps, L.down_exps, b.proj.data(),
+                     isa, tid, nth, barrier);
+        } else {
+            quantize_for(b.h.data(), dim, {&L.gate, &L.up});
+            barrier.wait();
+            mm(L.gate, b.h.data(), b.gate.data(), T);
+            mm(L.up, b.h.data(), b.up.data(), T);
+            barrier.wait();
+            for (int t = t0; t < t1; ++t) {
+                float* g = &b.gate[size_t(t) * ffn];
+                const float* u = &b.up[size_t(t) * ffn];
+                if (c_.act == Activation::silu) ops.silu_mul(g, u, ffn);
+                else ops.gelu_mul(g, u, ffn, gelu_f16_table());
+            }
+            quantize_for(b.gate.data(), ffn, {&L.down});
+            barrier.wait();
+            mm(L.down, b.gate.data(), b.proj.data(), T);
+            barrier.wait();
         }
-        quantize_for(b.gate.data(), ffn, {&L.down});
-        barrier.wait();
-        mm(L.down, b.gate.data(), b.proj.data(), T);
-        barrier.wait();
         const float* next_norm = li + 1 < layers_.size() ? layers_[li + 1].attn_norm : nullptr;
         for (int t = t0; t < t1; ++t) {
             float* p = &b.proj[size_t(t) * dim];

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "matmul.h"
+#include "moe.h"
 #include "vector_ops.h"
 
 namespace kt {
@@ -37,6 +38,11 @@ struct DecoderLayer {
     const float* ffn_norm = nullptr;
     WeightRef gate, up, down;
     const float* post_ffn_norm = nullptr;   // RMSNorm of the MLP output (Gemma), optional
+    // A mixture-of-experts MLP instead of gate/up/down (top_k > 0): softmax over the router's
+    // scores, the top_k experts with their weights renormalised (Qwen3-MoE).
+    int top_k = 0;
+    WeightRef router;
+    StackedWeights gate_exps{}, up_exps{}, down_exps{};
     int rope = 0;                           // index into DecoderConfig::ropes
     int window = 0;                         // sliding-window attention span, 0 = full
 };

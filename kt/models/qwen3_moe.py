@@ -10,6 +10,7 @@ from torch import nn
 
 from kt.gguf.reader import GGUFFile
 from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Linear
 from kt.ops.moe import MoEExperts
@@ -108,3 +109,25 @@ class Qwen3MoeForCausalLM(GGUFCausalLM):
         (r"model\.layers\.(\d+)\.mlp\.experts\.up_proj", (r"blk.\1.ffn_up_exps.weight",)),
         (r"model\.layers\.(\d+)\.mlp\.experts\.down_proj", (r"blk.\1.ffn_down_exps.weight",)),
     ] + COMMON_NAMES
+
+    def fused_spec(self) -> dict:
+        """This model for the fused native forward (kt.ops.fused), MoE layers included."""
+        c = self.config
+        layers = []
+        for b in self.model.layers:
+            a, mlp = b.self_attn, b.mlp
+            layers.append(dict(
+                attn_norm=fused.vector(b.input_layernorm.weight),
+                q=fused.weight_blocks(a.q_proj), k=fused.weight_blocks(a.k_proj),
+                v=fused.weight_blocks(a.v_proj), o=fused.weight_blocks(a.o_proj),
+                q_norm=fused.vector(a.q_norm.weight), k_norm=fused.vector(a.k_norm.weight),
+                ffn_norm=fused.vector(b.post_attention_layernorm.weight), rope=0, window=0,
+                top_k=mlp.top_k, router=fused.weight_blocks(mlp.gate),
+                gate_exps=fused.expert_blocks(mlp.experts.gate_proj), up_exps=fused.expert_blocks(mlp.experts.up_proj),
+                down_exps=fused.expert_blocks(mlp.experts.down_proj)))
+        config = dict(dim=c.dim, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+                      ffn_dim=c.expert_ffn_dim, vocab=c.vocab_size, norm_eps=c.norm_eps, attn_scale=c.head_dim ** -0.5,
+                      embed_scale=1.0, activation="silu",
+                      ropes=[dict(dim=c.head_dim, base=c.rope_base, scale=1.0, neox=True)])
+        return dict(config=config, layers=layers, final_norm=fused.vector(self.model.norm.weight),
+                    lm_head=fused.weight_blocks(self.lm_head))

@@ -14,6 +14,7 @@ import torch
 
 from kt.ops import kernels
 from kt.ops.linear import Linear, NativeWeight, Parameter
+from kt.ops.moe import StackedExperts
 
 
 def weight_blocks(linear: Linear) -> tuple:
@@ -24,6 +25,13 @@ def weight_blocks(linear: Linear) -> tuple:
     raw = w.tensor.data if w.tensor.data.dtype == np.uint8 else w.tensor.data.view(np.uint8)
     rows, cols = w.shape
     return np.ascontiguousarray(raw.reshape(rows, -1)), int(w.tensor.ggml_type), rows, cols
+
+
+def expert_blocks(stacked: StackedExperts) -> tuple:
+    """(raw blocks, ggml type, n_experts, rows, cols) of stacked GGUF experts the kernels can read."""
+    if not stacked.native:
+        raise TypeError("the fused forward needs native GGUF expert weights")
+    return stacked.stacked()
 
 
 def vector(p: Parameter | None) -> np.ndarray | None:

@@ -10,6 +10,7 @@ ARCHITECTURES = {
     "llama": "kt.models.llama:LlamaForCausalLM",
     "gemma3": "kt.models.gemma3:Gemma3ForCausalLM",
     "qwen3moe": "kt.models.qwen3_moe:Qwen3MoeForCausalLM",
+    "deepseek2": "kt.models.deepseek_v3:DeepseekV3ForCausalLM",
 }
 
 

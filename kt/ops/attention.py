@@ -40,15 +40,15 @@ class SequenceKVCache:
         if start != self.length[layer] or end - start != len(positions):
             raise ValueError("SequenceKVCache takes consecutive positions continuing the sequence")
         if self.k[layer] is None or self.k[layer].shape[0] < end:
-            self._grow(layer, k, end)
+            self._grow(layer, k, v, end)
         self.k[layer][start:end], self.v[layer][start:end] = k, v
         self.length[layer] = end
         return self.k[layer][:end], self.v[layer][:end], torch.arange(end)
 
-    def _grow(self, layer: int, like: torch.Tensor, needed: int) -> None:
+    def _grow(self, layer: int, k: torch.Tensor, v: torch.Tensor, needed: int) -> None:
         size = (needed + self.grow_by - 1) // self.grow_by * self.grow_by
-        new_k = like.new_empty((size, *like.shape[1:]), dtype=self.dtype)
-        new_v = like.new_empty((size, *like.shape[1:]), dtype=self.dtype)
+        new_k = k.new_empty((size, *k.shape[1:]), dtype=self.dtype)
+        new_v = v.new_empty((size, *v.shape[1:]), dtype=self.dtype)  # may differ from k's (MLA keeps no values)
         if self.k[layer] is not None:
             n = self.length[layer]
             new_k[:n], new_v[:n] = self.k[layer][:n], self.v[layer][:n]

@@ -62,3 +62,21 @@ def test_llama_cpp_runs_it_and_agrees(tiny):
     ours = kt.LLM(tiny).logits(IDS)
     assert (theirs.argmax(-1) == ours.argmax(-1)).mean() >= 0.9
     assert np.abs(theirs - ours).max() <= 0.05 * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-v2"])
+def test_llama_cpp_runs_deepseek2_files_as_kt_does(preset, tmp_path):
+    """F32 weights, so that the two differ by float rounding alone (no activation quantization
+    that could flip a near-tie in the group-limited routing): V3-style (q_lora, sigmoid + bias,
+    groups, YaRN, attn_k_b / attn_v_b) and V2-style (softmax, one attn_kv_b)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (benchmark peer) is not installed")
+    import kt
+    from kt.gguf.synth import DEEPSEEK2_PRESETS, write_deepseek2
+
+    path = write_deepseek2(tmp_path / f"{preset}.gguf", DEEPSEEK2_PRESETS[preset], "F32")
+    llm = llama_cpp.Llama(str(path), n_ctx=64, logits_all=True, verbose=False, n_threads=2)
+    llm.eval(IDS)
+    theirs = np.array(llm.scores[:len(IDS)])
+    ours = kt.LLM(path, reference=True).logits(IDS)
+    assert (theirs.argmax(-1) == ours.argmax(-1)).all()
+    assert np.abs(theirs - ours).max() <= 2e-3 * np.abs(theirs).max()

@@ -110,6 +110,19 @@ class SynthWriter:
     def norm(self, name: str, size: int) -> None:
         self.writer.add_tensor(name, (1.0 + 0.1 * self.rng.standard_normal(size)).astype(np.float32))
 
+    def header(self, context_length: int, dim: int, layers: int, ffn: int, n_heads: int, rope_base: float,
+               norm_eps: float) -> None:
+        """The keys every architecture has."""
+        w = self.writer
+        w.add_name(f"kt synthetic {w.arch}")
+        w.add_context_length(context_length)
+        w.add_embedding_length(dim)
+        w.add_block_count(layers)
+        w.add_feed_forward_length(ffn)
+        w.add_head_count(n_heads)
+        w.add_rope_freq_base(rope_base)
+        w.add_layer_norm_rms_eps(norm_eps)
+
     def tokenizer(self, pre: str) -> dict[str, int]:
         tokens, types, merges, specials = byte_level_vocab()
         w = self.writer
@@ -135,17 +148,10 @@ def write_qwen3moe(path: Path, preset: Qwen3MoePreset, mix: str = "Q4_K_M", seed
     s = SynthWriter(path, a, mix, p.layers, seed)
     w = s.writer
     vocab = s.tokenizer("qwen2")["vocab"]
-    w.add_name(f"kt synthetic {a}")
-    w.add_context_length(p.context_length)
-    w.add_embedding_length(p.dim)
-    w.add_block_count(p.layers)
-    w.add_feed_forward_length(p.expert_ffn)
-    w.add_head_count(p.n_heads)
+    s.header(p.context_length, p.dim, p.layers, p.expert_ffn, p.n_heads, p.rope_base, p.norm_eps)
     w.add_head_count_kv(p.n_kv_heads)
     w.add_key_length(p.head_dim)
     w.add_value_length(p.head_dim)
-    w.add_rope_freq_base(p.rope_base)
-    w.add_layer_norm_rms_eps(p.norm_eps)
     w.add_expert_count(p.n_experts)
     w.add_expert_used_count(p.n_experts_used)
     w.add_expert_feed_forward_length(p.expert_ffn)
@@ -227,14 +233,7 @@ def write_deepseek2(path: Path, preset: Deepseek2Preset, mix: str = "Q4_K_M", se
     w = s.writer
     vocab = s.tokenizer("deepseek-v3")["vocab"]
     qk_dim = p.qk_nope_dim + p.qk_rope_dim
-    w.add_name(f"kt synthetic {a}")
-    w.add_context_length(p.context_length)
-    w.add_embedding_length(p.dim)
-    w.add_block_count(p.layers)
-    w.add_feed_forward_length(p.dense_ffn)
-    w.add_head_count(p.n_heads)
-    w.add_rope_freq_base(p.rope_base)
-    w.add_layer_norm_rms_eps(p.norm_eps)
+    s.header(p.context_length, p.dim, p.layers, p.dense_ffn, p.n_heads, p.rope_base, p.norm_eps)
     w.add_uint32(f"{a}.leading_dense_block_count", p.leading_dense)
     w.add_uint32(f"{a}.attention.q_lora_rank", p.q_lora_rank)  # llama.cpp insists on it, 0 when absent
     w.add_uint32(f"{a}.attention.kv_lora_rank", p.kv_lora_rank)

@@ -23,7 +23,7 @@ from torch import nn
 
 from kt.gguf.dequant import dequantize
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM, PreNormBlock
 from kt.ops.attention import AttentionBatch
 from kt.ops.linear import Linear, Parameter
 from kt.ops.mlp import GatedMLP
@@ -214,17 +214,10 @@ class DeepseekMoE(nn.Module):
         return out + self.shared_experts(x) if self.c.n_shared_experts else out
 
 
-class DeepseekBlock(nn.Module):
+class DeepseekBlock(PreNormBlock):
     def __init__(self, c: DeepseekV3Config, layer: int):
-        super().__init__()
-        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.self_attn = MLAttention(c, layer)
-        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.mlp = GatedMLP(c.dim, c.dense_ffn_dim, "silu") if layer < c.leading_dense else DeepseekMoE(c)
-
-    def forward(self, x, batch):
-        x = x + self.self_attn(self.input_layernorm(x), batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        mlp = GatedMLP(c.dim, c.dense_ffn_dim, "silu") if layer < c.leading_dense else DeepseekMoE(c)
+        super().__init__(c, MLAttention(c, layer), mlp)
 
 
 class DeepseekV3ForCausalLM(GGUFCausalLM):

@@ -7,12 +7,11 @@ import torch
 from torch import nn
 
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM, PreNormBlock
 from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Linear
 from kt.ops.mlp import GatedMLP
-from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
 
 
@@ -68,17 +67,9 @@ class LlamaAttention(nn.Module):
         return self.o_proj(out.reshape(T, -1))
 
 
-class LlamaBlock(nn.Module):
+class LlamaBlock(PreNormBlock):
     def __init__(self, c: LlamaConfig, layer: int):
-        super().__init__()
-        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.self_attn = LlamaAttention(c, layer)
-        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.mlp = GatedMLP(c.dim, c.ffn_dim, "silu")
-
-    def forward(self, x, batch):
-        x = x + self.self_attn(self.input_layernorm(x), batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        super().__init__(c, LlamaAttention(c, layer), GatedMLP(c.dim, c.ffn_dim, "silu"))
 
 
 class LlamaForCausalLM(GGUFCausalLM):

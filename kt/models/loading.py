@@ -49,6 +49,21 @@ def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, t
             raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None
 
 
+class PreNormBlock(nn.Module):
+    """x + attn(norm(x)), then + mlp(norm(x)): the layer of Llama, Qwen3-MoE and DeepSeek."""
+
+    def __init__(self, c, attention: nn.Module, mlp: nn.Module):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.self_attn = attention
+        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.mlp = mlp
+
+    def forward(self, x, batch):
+        x = x + self.self_attn(self.input_layernorm(x), batch)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
 class DecoderStack(nn.Module):
     """embed_tokens, the layers (`block(config, i)` each), the final norm: HF's `model.*` names."""
 

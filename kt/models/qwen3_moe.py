@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM, PreNormBlock
 from kt.ops import fused
 from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Linear
@@ -84,17 +84,9 @@ class Qwen3MoeSparseBlock(nn.Module):
         return self.experts(x, ids, weights / weights.sum(-1, keepdim=True))
 
 
-class Qwen3MoeBlock(nn.Module):
+class Qwen3MoeBlock(PreNormBlock):
     def __init__(self, c: Qwen3MoeConfig, layer: int):
-        super().__init__()
-        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.self_attn = Qwen3MoeAttention(c, layer)
-        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.mlp = Qwen3MoeSparseBlock(c)
-
-    def forward(self, x, batch):
-        x = x + self.self_attn(self.input_layernorm(x), batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        super().__init__(c, Qwen3MoeAttention(c, layer), Qwen3MoeSparseBlock(c))
 
 
 class Qwen3MoeForCausalLM(GGUFCausalLM):

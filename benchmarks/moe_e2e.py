@@ -1,9 +1,11 @@
-"""Qwen3-MoE decode and prefill, kt against llama.cpp (llama-cpp-python) in one process, on a
-synthetic GGUF with Qwen3-30B-A3B's layer shape (kt.gguf.synth, Q4_K_M mix) and a few layers;
+"""Mixture-of-experts decode and prefill, kt against llama.cpp (llama-cpp-python) in one process,
+on a synthetic GGUF with a real model's layer shape (kt.gguf.synth, Q4_K_M mix) and a few
+layers: Qwen3-30B-A3B (qwen3moe 30b-a3b) or DeepSeek-V2-Lite / V3 (deepseek2 v2-lite / v3);
 decode also as a share of the memory-bandwidth roofline (the weights one token reads, over
 the read bandwidth this script measures).
 
-    python benchmarks/moe_e2e.py [--layers 2] [--threads 2] [--prefill 512] [--decode 64]
+    python benchmarks/moe_e2e.py [--arch qwen3moe|deepseek2] [--preset 30b-a3b|v2-lite|v3] [--layers 2]
+                                 [--threads 2] [--prefill 512] [--decode 64]
 
 The file is written once into ~/.cache/kt-bench. Its vocabulary is kt.gguf.synth's small
 byte-level one, so the output head is tiny: the figures are the layers'.
@@ -22,7 +24,7 @@ from e2e import bench_kt, bench_llama_cpp  # noqa: E402  (the same measurement a
 from kernels import read_bandwidth  # noqa: E402
 
 from kt.gguf.reader import GGUFFile  # noqa: E402
-from kt.gguf.synth import QWEN3MOE_PRESETS, write_qwen3moe  # noqa: E402
+from kt.gguf.synth import WRITERS  # noqa: E402
 
 
 def bytes_per_token(path: Path) -> int:
@@ -43,16 +45,19 @@ def bytes_per_token(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="qwen3moe", choices=sorted(WRITERS))
+    ap.add_argument("--preset", default="30b-a3b")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    path = Path.home() / ".cache" / "kt-bench" / f"qwen3moe-30b-a3b-{args.layers}l-q4_k_m.gguf"
+    write, presets = WRITERS[args.arch]
+    path = Path.home() / ".cache" / "kt-bench" / f"{args.arch}-{args.preset}-{args.layers}l-q4_k_m.gguf"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_qwen3moe(path, replace(QWEN3MOE_PRESETS["30b-a3b"], layers=args.layers))
+        write(path, replace(presets[args.preset], layers=args.layers))
     per_token = bytes_per_token(path)
     bandwidth = read_bandwidth(np.ones(1 << 30, dtype=np.uint8), args.threads, 3)
     roofline = bandwidth * 1e9 / per_token

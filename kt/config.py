@@ -24,6 +24,7 @@ class ServeConfig:
     chunk_size: int = 512
     threads: int | None = None
     served_name: str | None = None  # the model id clients see; default: the store name or file stem
+    optimize_config: str | None = "auto"  # optimize-rule YAML, or "auto": kt's file for the architecture
 
     def __post_init__(self):
         if not 0 < self.port < 65536:

@@ -5,6 +5,7 @@ import importlib
 
 from kt.gguf.errors import GGUFError
 from kt.gguf.reader import GGUFFile
+from kt.optimize import apply_rules, rules_for
 
 ARCHITECTURES = {
     "llama": "kt.models.llama:LlamaForCausalLM",
@@ -21,13 +22,18 @@ def model_class(architecture: str):
     return getattr(importlib.import_module(module), name)
 
 
-def load_model(gguf: GGUFFile, reference: bool = False):
-    """Build the model for a GGUF file and attach its weights (mmap views, nothing copied).
-    `reference` computes with dequantized float32 weights instead of the native kernels."""
+def load_model(gguf: GGUFFile, reference: bool = False, optimize_config: str | None = "auto"):
+    """Build the model for a GGUF file, apply its optimize rules (kt.optimize: a YAML file,
+    "auto" for kt's own file for the architecture, or None), then attach its weights (mmap
+    views, nothing copied). `reference` computes with dequantized float32 weights instead
+    of the native kernels."""
     try:
         cls = model_class(gguf.architecture)
     except NotImplementedError as e:
         raise GGUFError(gguf.path, str(e)) from None
     model = cls(cls.config_class.from_gguf(gguf))
+    chosen = rules_for(gguf.architecture, optimize_config)
+    if chosen:
+        apply_rules(model, *chosen)
     model.load_gguf(gguf, reference)
     return model.eval()

@@ -36,6 +36,8 @@ def gguf_tensor_names(module_path: str, table: list[tuple[str, tuple[str, ...]]]
 
 def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, tuple[str, ...]]],
                       reference: bool = False) -> None:
+    """`reference` for the whole model, or per module (and its children) where an optimize rule set it."""
+    by_reference = [name for name, m in model.named_modules() if getattr(m, "reference", False)]
     for path, module in model.named_modules():
         if not hasattr(module, "load") or not callable(module.load):
             continue
@@ -44,7 +46,8 @@ def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, t
         if name is None:
             raise GGUFError(gguf.path, f"required tensor {candidates[0]!r} is missing")
         try:
-            module.load(gguf_weight(gguf.tensors[name], reference))
+            own = reference or any(path == p or path.startswith(p + ".") for p in by_reference)
+            module.load(gguf_weight(gguf.tensors[name], own))
         except ValueError as e:
             raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None
 

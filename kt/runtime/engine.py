@@ -27,6 +27,7 @@ class EngineConfig:
     chunk_size: int = 512  # most prompt tokens in one forward; bounds activation memory
     threads: int | None = None  # CPU threads for kernels and torch; None: physical cores / torch's default
     reference: bool = False  # dequantize-then-matmul in float32 instead of the native kernels (tests)
+    optimize_config: str | None = "auto"  # optimize rules (kt.optimize): a YAML file, "auto", or None
 
     def __post_init__(self):
         if self.chunk_size < 1:
@@ -47,7 +48,8 @@ class Engine:
     @classmethod
     def from_path(cls, path: str | Path, config: EngineConfig = EngineConfig()) -> "Engine":
         gguf = GGUFFile(path)
-        return cls(load_model(gguf, config.reference), Tokenizer.from_metadata(gguf.metadata), config)
+        return cls(load_model(gguf, config.reference, config.optimize_config), Tokenizer.from_metadata(gguf.metadata),
+                   config)
 
     @property
     def context_length(self) -> int:

@@ -2,7 +2,7 @@
 on a synthetic GGUF with a real model's layer shape (kt.gguf.synth, Q4_K_M mix) and a few
 layers: Qwen3-30B-A3B (qwen3moe 30b-a3b) or DeepSeek-V2-Lite / V3 (deepseek2 v2-lite / v3);
 decode also as a share of the memory-bandwidth roofline (the weights one token reads, over
-the read bandwidth this script measures).
+the read bandwidth this script measures), and the teacher-forced top-1 agreement of the two.
 
     python benchmarks/moe_e2e.py [--arch qwen3moe|deepseek2] [--preset 30b-a3b|v2-lite|v3] [--layers 2]
                                  [--threads 2] [--prefill 512] [--decode 64]
@@ -43,6 +43,21 @@ def bytes_per_token(path: Path) -> int:
     return total
 
 
+def top1_agreement(path: Path, threads: int, n: int = 64) -> float:
+    """Teacher-forced: the share of positions where kt's and llama.cpp's next-token argmax agree."""
+    import kt
+    from llama_cpp import Llama
+
+    from e2e import prompt_ids
+
+    ids = prompt_ids(n, len(GGUFFile(path).require("tokenizer.ggml.tokens")))
+    ours = kt.LLM(path, threads=threads).logits(ids)
+    llm = Llama(str(path), n_ctx=n + 8, logits_all=True, verbose=False, n_threads=threads)
+    llm.eval(ids)
+    theirs = np.array(llm.scores[:n])
+    return float((ours.argmax(-1) == theirs.argmax(-1)).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="qwen3moe", choices=sorted(WRITERS))
@@ -69,6 +84,7 @@ def main() -> None:
     print(f"{'prefill':<10} {kt_p:>9.1f} {ll_p:>10.1f} {kt_p / ll_p:>12.2f}x")
     print(f"{'decode':<10} {kt_d:>9.1f} {ll_d:>10.1f} {kt_d / ll_d:>12.2f}x   "
           f"roofline: kt {kt_d / roofline:.0%}, llama.cpp {ll_d / roofline:.0%}")
+    print(f"teacher-forced top-1 agreement with llama.cpp over 64 positions: {top1_agreement(path, args.threads):.1%}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ import torch
 from torch import nn
 
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, GGUFCausalLM
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM, GQAttention
 from kt.ops import fused
-from kt.ops.attention import AttentionBatch, attend
-from kt.ops.linear import Linear
 from kt.ops.mlp import GatedMLP
 from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
@@ -58,36 +56,19 @@ class Gemma3Config:
         return (layer + 1) % self.sliding_window_pattern != 0
 
 
-class Gemma3Attention(nn.Module):
-    def __init__(self, c: Gemma3Config, layer: int):
-        super().__init__()
-        self.layer, self.c = layer, c
-        self.q_proj = Linear(c.dim, c.n_heads * c.head_dim)
-        self.k_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
-        self.v_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
-        self.o_proj = Linear(c.n_heads * c.head_dim, c.dim)
-        self.q_norm, self.k_norm = RMSNorm(c.head_dim, c.norm_eps), RMSNorm(c.head_dim, c.norm_eps)
-        sliding = c.is_sliding(layer)
-        self.window = c.sliding_window if sliding else None
-        self.rope = Rope(c.head_dim, c.rope_base_local if sliding else c.rope_base, interleaved=False,
-                         scale=1.0 if sliding else c.rope_scale)
-
-    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        T, c = x.shape[0], self.c
-        q = self.q_norm(self.q_proj(x).view(T, c.n_heads, c.head_dim))
-        k = self.k_norm(self.k_proj(x).view(T, c.n_kv_heads, c.head_dim))
-        v = self.v_proj(x).view(T, c.n_kv_heads, c.head_dim)
-        cos, sin = self.rope.cos_sin(batch.positions)
-        q, k = self.rope.apply(q, cos, sin), self.rope.apply(k, cos, sin)
-        out = attend(self.layer, q, k, v, batch, scale=c.head_dim ** -0.5, window=self.window)
-        return self.o_proj(out.reshape(T, -1))
+def gemma3_attention(c: Gemma3Config, layer: int) -> GQAttention:
+    """Sliding layers: a window and their own rope base; global ones: the scaled long rope."""
+    sliding = c.is_sliding(layer)
+    rope = Rope(c.head_dim, c.rope_base_local if sliding else c.rope_base, interleaved=False,
+                scale=1.0 if sliding else c.rope_scale)
+    return GQAttention(c, layer, rope, qk_norm=True, window=c.sliding_window if sliding else None)
 
 
 class Gemma3Block(nn.Module):
     def __init__(self, c: Gemma3Config, layer: int):
         super().__init__()
         self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
-        self.self_attn = Gemma3Attention(c, layer)
+        self.self_attn = gemma3_attention(c, layer)
         self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
         self.pre_feedforward_layernorm = RMSNorm(c.dim, c.norm_eps)
         self.mlp = GatedMLP(c.dim, c.ffn_dim, "gelu_tanh")
@@ -115,20 +96,13 @@ class Gemma3ForCausalLM(GGUFCausalLM):
     def fused_spec(self) -> dict:
         """This model for the fused native forward (kt.ops.fused): rope 0 for global layers, 1 for sliding ones."""
         c = self.config
-        layers = []
-        for i, b in enumerate(self.model.layers):
-            a = b.self_attn
-            layers.append(dict(
-                attn_norm=fused.vector(b.input_layernorm.weight),
-                q=fused.weight_blocks(a.q_proj), k=fused.weight_blocks(a.k_proj),
-                v=fused.weight_blocks(a.v_proj), o=fused.weight_blocks(a.o_proj),
-                q_norm=fused.vector(a.q_norm.weight), k_norm=fused.vector(a.k_norm.weight),
-                post_attn_norm=fused.vector(b.post_attention_layernorm.weight),
-                ffn_norm=fused.vector(b.pre_feedforward_layernorm.weight),
-                gate=fused.weight_blocks(b.mlp.gate_proj), up=fused.weight_blocks(b.mlp.up_proj),
-                down=fused.weight_blocks(b.mlp.down_proj),
-                post_ffn_norm=fused.vector(b.post_feedforward_layernorm.weight),
-                rope=1 if c.is_sliding(i) else 0, window=c.sliding_window if c.is_sliding(i) else 0))
+        layers = [dict(attn_norm=fused.vector(b.input_layernorm.weight),
+                       post_attn_norm=fused.vector(b.post_attention_layernorm.weight),
+                       ffn_norm=fused.vector(b.pre_feedforward_layernorm.weight),
+                       post_ffn_norm=fused.vector(b.post_feedforward_layernorm.weight),
+                       rope=1 if c.is_sliding(i) else 0, window=c.sliding_window if c.is_sliding(i) else 0,
+                       **fused.attention_spec(b.self_attn), **fused.gated_mlp_spec(b.mlp))
+                  for i, b in enumerate(self.model.layers)]
         ropes = [dict(dim=c.head_dim, base=c.rope_base, scale=c.rope_scale, neox=True),
                  dict(dim=c.head_dim, base=c.rope_base_local, scale=1.0, neox=True)]
         config = dict(dim=c.dim, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim, ffn_dim=c.ffn_dim,

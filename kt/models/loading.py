@@ -1,4 +1,5 @@
-"""Attach GGUF tensors to a model's modules by name: HF-style module paths -> llama.cpp tensor names."""
+"""What the models share: GGUF tensors attached to modules by name (HF-style module paths ->
+llama.cpp tensor names), the attention, block and stack they are built from, the causal-LM shell."""
 from __future__ import annotations
 
 import re
@@ -7,8 +8,12 @@ from torch import nn
 
 from kt.gguf.errors import GGUFError
 from kt.gguf.reader import GGUFFile
+import torch
+
+from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Embedding, Linear, gguf_weight
 from kt.ops.norms import RMSNorm
+from kt.ops.rope import Rope
 
 # Shared by every architecture; models add their own rows in front.
 COMMON_NAMES: list[tuple[str, tuple[str, ...]]] = [
@@ -50,6 +55,34 @@ def load_gguf_weights(model: nn.Module, gguf: GGUFFile, table: list[tuple[str, t
             module.load(gguf_weight(gguf.tensors[name], own))
         except ValueError as e:
             raise GGUFError(gguf.path, f"tensor {name!r}: {e}") from None
+
+
+class GQAttention(nn.Module):
+    """Grouped-query attention with rope, optionally RMS-normed per head before it (Gemma 3,
+    Qwen3) and sliding (Gemma 3's local layers): Llama's, Gemma's and Qwen's attention."""
+
+    def __init__(self, c, layer: int, rope: Rope, qk_norm: bool = False, window: int | None = None):
+        super().__init__()
+        self.layer, self.c, self.rope, self.window = layer, c, rope, window
+        self.q_proj = Linear(c.dim, c.n_heads * c.head_dim)
+        self.k_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.v_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
+        self.o_proj = Linear(c.n_heads * c.head_dim, c.dim)
+        if qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(c.head_dim, c.norm_eps), RMSNorm(c.head_dim, c.norm_eps)
+        self.qk_norm = qk_norm
+
+    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        T, c = x.shape[0], self.c
+        q = self.q_proj(x).view(T, c.n_heads, c.head_dim)
+        k = self.k_proj(x).view(T, c.n_kv_heads, c.head_dim)
+        v = self.v_proj(x).view(T, c.n_kv_heads, c.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = self.rope.cos_sin(batch.positions)
+        q, k = self.rope.apply(q, cos, sin), self.rope.apply(k, cos, sin)
+        out = attend(self.layer, q, k, v, batch, scale=c.head_dim ** -0.5, window=self.window)  # [T, H, D]
+        return self.o_proj(out.reshape(T, -1))
 
 
 class PreNormBlock(nn.Module):

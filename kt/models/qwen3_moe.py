@@ -9,12 +9,10 @@ import torch
 from torch import nn
 
 from kt.gguf.reader import GGUFFile
-from kt.models.loading import COMMON_NAMES, GGUFCausalLM, PreNormBlock
+from kt.models.loading import COMMON_NAMES, GGUFCausalLM, GQAttention, PreNormBlock
 from kt.ops import fused
-from kt.ops.attention import AttentionBatch, attend
 from kt.ops.linear import Linear
 from kt.ops.moe import MoEExperts
-from kt.ops.norms import RMSNorm
 from kt.ops.rope import Rope
 
 
@@ -50,27 +48,6 @@ class Qwen3MoeConfig:
         )
 
 
-class Qwen3MoeAttention(nn.Module):
-    def __init__(self, c: Qwen3MoeConfig, layer: int):
-        super().__init__()
-        self.layer, self.c = layer, c
-        self.q_proj = Linear(c.dim, c.n_heads * c.head_dim)
-        self.k_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
-        self.v_proj = Linear(c.dim, c.n_kv_heads * c.head_dim)
-        self.o_proj = Linear(c.n_heads * c.head_dim, c.dim)
-        self.q_norm, self.k_norm = RMSNorm(c.head_dim, c.norm_eps), RMSNorm(c.head_dim, c.norm_eps)
-        self.rope = Rope(c.head_dim, c.rope_base, interleaved=False)
-
-    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        T, c = x.shape[0], self.c
-        q = self.q_norm(self.q_proj(x).view(T, c.n_heads, c.head_dim))
-        k = self.k_norm(self.k_proj(x).view(T, c.n_kv_heads, c.head_dim))
-        v = self.v_proj(x).view(T, c.n_kv_heads, c.head_dim)
-        cos, sin = self.rope.cos_sin(batch.positions)
-        q, k = self.rope.apply(q, cos, sin), self.rope.apply(k, cos, sin)
-        return self.o_proj(attend(self.layer, q, k, v, batch, scale=c.head_dim ** -0.5).reshape(T, -1))
-
-
 class Qwen3MoeSparseBlock(nn.Module):
     def __init__(self, c: Qwen3MoeConfig):
         super().__init__()
@@ -86,7 +63,8 @@ class Qwen3MoeSparseBlock(nn.Module):
 
 class Qwen3MoeBlock(PreNormBlock):
     def __init__(self, c: Qwen3MoeConfig, layer: int):
-        super().__init__(c, Qwen3MoeAttention(c, layer), Qwen3MoeSparseBlock(c))
+        rope = Rope(c.head_dim, c.rope_base, interleaved=False)
+        super().__init__(c, GQAttention(c, layer, rope, qk_norm=True), Qwen3MoeSparseBlock(c))
 
 
 class Qwen3MoeForCausalLM(GGUFCausalLM):
@@ -105,18 +83,12 @@ class Qwen3MoeForCausalLM(GGUFCausalLM):
     def fused_spec(self) -> dict:
         """This model for the fused native forward (kt.ops.fused), MoE layers included."""
         c = self.config
-        layers = []
-        for b in self.model.layers:
-            a, mlp = b.self_attn, b.mlp
-            layers.append(dict(
-                attn_norm=fused.vector(b.input_layernorm.weight),
-                q=fused.weight_blocks(a.q_proj), k=fused.weight_blocks(a.k_proj),
-                v=fused.weight_blocks(a.v_proj), o=fused.weight_blocks(a.o_proj),
-                q_norm=fused.vector(a.q_norm.weight), k_norm=fused.vector(a.k_norm.weight),
-                ffn_norm=fused.vector(b.post_attention_layernorm.weight), rope=0, window=0,
-                top_k=mlp.top_k, router=fused.weight_blocks(mlp.gate),
-                gate_exps=fused.expert_blocks(mlp.experts.gate_proj), up_exps=fused.expert_blocks(mlp.experts.up_proj),
-                down_exps=fused.expert_blocks(mlp.experts.down_proj)))
+        layers = [dict(attn_norm=fused.vector(b.input_layernorm.weight), ffn_norm=fused.vector(b.post_attention_layernorm.weight),
+                       rope=0, window=0, **fused.attention_spec(b.self_attn), top_k=b.mlp.top_k,
+                       router=fused.weight_blocks(b.mlp.gate), gate_exps=fused.expert_blocks(b.mlp.experts.gate_proj),
+                       up_exps=fused.expert_blocks(b.mlp.experts.up_proj),
+                       down_exps=fused.expert_blocks(b.mlp.experts.down_proj))
+                  for b in self.model.layers]
         config = dict(dim=c.dim, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
                       ffn_dim=c.expert_ffn_dim, vocab=c.vocab_size, norm_eps=c.norm_eps, attn_scale=c.head_dim ** -0.5,
                       embed_scale=1.0, activation="silu",

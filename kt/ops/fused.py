@@ -38,6 +38,18 @@ def vector(p: Parameter | None) -> np.ndarray | None:
     return None if p is None else np.ascontiguousarray(p.value.numpy(), dtype=np.float32)
 
 
+def attention_spec(attn) -> dict:
+    """q, k, v, o (and the per-head q / k norms where the attention has them) of a layer."""
+    spec = {name: weight_blocks(getattr(attn, f"{name}_proj")) for name in ("q", "k", "v", "o")}
+    if getattr(attn, "qk_norm", False):
+        spec.update(q_norm=vector(attn.q_norm.weight), k_norm=vector(attn.k_norm.weight))
+    return spec
+
+
+def gated_mlp_spec(mlp) -> dict:
+    return {name: weight_blocks(getattr(mlp, f"{name}_proj")) for name in ("gate", "up", "down")}
+
+
 class FusedDecoder:
     """A model's `fused_spec()` -> config, layers, final norm, output head; see csrc/decoder.h."""
 

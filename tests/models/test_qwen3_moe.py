@@ -4,14 +4,13 @@ against kt's float32 reference on the same file."""
 import numpy as np
 import pytest
 import torch
+import transformers  # a test dependency (pyproject [test]): the reference model classes
 
 from kt.gguf.dequant import dequantize
 from kt.gguf.reader import GGUFFile
 from kt.gguf.synth import QWEN3MOE_PRESETS, write_qwen3moe
 from kt.models import load_model
 from kt.ops.attention import AttentionBatch, SequenceKVCache
-
-transformers = pytest.importorskip("transformers")
 
 IDS = [5, 99, 116, 257, 32, 200, 7, 263, 97, 116, 32, 262, 260, 1, 2, 3]
 

@@ -107,6 +107,12 @@ class SynthWriter:
         raw = quantize(w.reshape(-1, cols), qtype)
         self.writer.add_tensor(name, raw.reshape(*shape[:-1], raw.shape[-1]), raw_dtype=qtype)  # byte shape
 
+    def experts(self, block: str, layer: int, n_experts: int, ffn: int, dim: int) -> None:
+        """A layer's routed experts, stacked as GGUF keeps them."""
+        self.matrix(f"{block}.ffn_gate_exps.weight", n_experts, ffn, dim, layer=layer)
+        self.matrix(f"{block}.ffn_up_exps.weight", n_experts, ffn, dim, layer=layer)
+        self.matrix(f"{block}.ffn_down_exps.weight", n_experts, dim, ffn, layer=layer)
+
     def norm(self, name: str, size: int) -> None:
         self.writer.add_tensor(name, (1.0 + 0.1 * self.rng.standard_normal(size)).astype(np.float32))
 
@@ -169,9 +175,7 @@ def write_qwen3moe(path: Path, preset: Qwen3MoePreset, mix: str = "Q4_K_M", seed
         s.norm(f"{b}.attn_k_norm.weight", p.head_dim)
         s.norm(f"{b}.ffn_norm.weight", p.dim)
         s.matrix(f"{b}.ffn_gate_inp.weight", p.n_experts, p.dim, layer=i)
-        s.matrix(f"{b}.ffn_gate_exps.weight", p.n_experts, p.expert_ffn, p.dim, layer=i)
-        s.matrix(f"{b}.ffn_up_exps.weight", p.n_experts, p.expert_ffn, p.dim, layer=i)
-        s.matrix(f"{b}.ffn_down_exps.weight", p.n_experts, p.dim, p.expert_ffn, layer=i)
+        s.experts(b, i, p.n_experts, p.expert_ffn, p.dim)
     s.finish()
     return path
 
@@ -292,9 +296,7 @@ def write_deepseek2(path: Path, preset: Deepseek2Preset, mix: str = "Q4_K_M", se
         s.matrix(f"{b}.ffn_gate_inp.weight", p.n_experts, p.dim, layer=i)
         if p.gating == "sigmoid":
             s.writer.add_tensor(f"{b}.exp_probs_b.bias", (0.1 * s.rng.standard_normal(p.n_experts)).astype(np.float32))
-        s.matrix(f"{b}.ffn_gate_exps.weight", p.n_experts, p.expert_ffn, p.dim, layer=i)
-        s.matrix(f"{b}.ffn_up_exps.weight", p.n_experts, p.expert_ffn, p.dim, layer=i)
-        s.matrix(f"{b}.ffn_down_exps.weight", p.n_experts, p.dim, p.expert_ffn, layer=i)
+        s.experts(b, i, p.n_experts, p.expert_ffn, p.dim)
         shared = p.n_shared_experts * p.expert_ffn
         s.matrix(f"{b}.ffn_gate_shexp.weight", shared, p.dim, layer=i)
         s.matrix(f"{b}.ffn_up_shexp.weight", shared, p.dim, layer=i)

@@ -83,8 +83,6 @@ class Gemma3ForCausalLM(GGUFCausalLM):
     config_class = Gemma3Config
     block = Gemma3Block
     gguf_names = [
-        (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
-        (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
         (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.post_attention_norm.weight",)),
         (r"model\.layers\.(\d+)\.pre_feedforward_layernorm\.weight", (r"blk.\1.ffn_norm.weight",)),
         (r"model\.layers\.(\d+)\.post_feedforward_layernorm\.weight", (r"blk.\1.post_ffw_norm.weight",)),

@@ -28,6 +28,13 @@ COMMON_NAMES: list[tuple[str, tuple[str, ...]]] = [
     (r"model\.layers\.(\d+)\.mlp\.up_proj", (r"blk.\1.ffn_up.weight",)),
     (r"model\.layers\.(\d+)\.mlp\.down_proj", (r"blk.\1.ffn_down.weight",)),
     (r"model\.layers\.(\d+)\.input_layernorm\.weight", (r"blk.\1.attn_norm.weight",)),
+    (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
+    (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
+    # Mixture-of-experts layers: the router and the stacked experts.
+    (r"model\.layers\.(\d+)\.mlp\.gate", (r"blk.\1.ffn_gate_inp.weight",)),
+    (r"model\.layers\.(\d+)\.mlp\.experts\.gate_proj", (r"blk.\1.ffn_gate_exps.weight",)),
+    (r"model\.layers\.(\d+)\.mlp\.experts\.up_proj", (r"blk.\1.ffn_up_exps.weight",)),
+    (r"model\.layers\.(\d+)\.mlp\.experts\.down_proj", (r"blk.\1.ffn_down_exps.weight",)),
 ]
 
 

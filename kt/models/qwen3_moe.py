@@ -71,13 +71,7 @@ class Qwen3MoeForCausalLM(GGUFCausalLM):
     config_class = Qwen3MoeConfig
     block = Qwen3MoeBlock
     gguf_names = [
-        (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", (r"blk.\1.attn_q_norm.weight",)),
-        (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", (r"blk.\1.attn_k_norm.weight",)),
         (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", (r"blk.\1.ffn_norm.weight",)),
-        (r"model\.layers\.(\d+)\.mlp\.gate", (r"blk.\1.ffn_gate_inp.weight",)),
-        (r"model\.layers\.(\d+)\.mlp\.experts\.gate_proj", (r"blk.\1.ffn_gate_exps.weight",)),
-        (r"model\.layers\.(\d+)\.mlp\.experts\.up_proj", (r"blk.\1.ffn_up_exps.weight",)),
-        (r"model\.layers\.(\d+)\.mlp\.experts\.down_proj", (r"blk.\1.ffn_down_exps.weight",)),
     ] + COMMON_NAMES
 
     def fused_spec(self) -> dict:
